@@ -1,0 +1,42 @@
+"""`Resources`: what the runner lends adapters, opened lazily and closed by the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import SecretStr
+
+from funcpipe.policy.clock import Clock
+
+if TYPE_CHECKING:
+    import asyncpg
+    import httpx
+
+
+class Resources(Protocol):
+    """Shared clients, opened on first use and closed when the run ends.
+
+    Attributes:
+        state_dir: the run's ``.funcpipe/`` directory.
+        clock: the run's clock.
+    """
+
+    state_dir: Path
+    clock: Clock
+
+    async def http_client(self) -> httpx.AsyncClient:
+        """The run's shared HTTP client."""
+        ...
+
+    async def pg_pool(self, dsn: str | None, *, max_size: int = 4) -> asyncpg.Pool:
+        """A pool for ``dsn``, one per DSN; ``None`` starts (or reuses) the embedded server."""
+        ...
+
+    def secret(self, env_name: str) -> SecretStr:
+        """The value of an environment variable, read now, as a `SecretStr`.
+
+        Raises:
+            funcpipe.errors.RunError: if the variable is unset, naming it (never a value).
+        """
+        ...

@@ -1,0 +1,42 @@
+"""The ``funcpipe`` command line: a thin shell over spec, compile, run and render.
+
+Subcommands are imported on first use, so ``funcpipe validate`` (run in
+pre-commit hooks) never imports the HTTP or database clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from funcpipe.registry import resolve_import
+
+_COMMANDS: dict[str, str] = {
+    "validate": "funcpipe.cli._validate:validate",
+    "run": "funcpipe.cli._run:run",
+    "query": "funcpipe.cli._run:query",
+    "graph": "funcpipe.cli._graph:graph",
+    "schema": "funcpipe.cli._validate:schema",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        path = _COMMANDS.get(cmd_name)
+        if path is None:
+            return None
+        try:
+            cmd: Any = resolve_import(path)
+        except ImportError:
+            return None
+        return cmd if isinstance(cmd, click.Command) else None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="funcpipe")
+def main() -> None:
+    """Declarative async pipelines: stages, adapters and policies as data."""

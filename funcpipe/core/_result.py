@@ -1,0 +1,147 @@
+"""`Result` values: `Ok` or `Err`, and the `ErrInfo` that every failure carries.
+
+Inside a stream, failures are values, not exceptions: a stage that cannot
+process an item yields ``Err(ErrInfo(...))`` and the stream goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Generic, NoReturn, TypeAlias, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U")
+E = TypeVar("E")
+F = TypeVar("F")
+
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+class ErrCode:
+    """The error taxonomy shared by adapters, policies and the runner (DESIGN.md)."""
+
+    AUTH = "AUTH"
+    RATE_LIMIT = "RATE_LIMIT"
+    TRANSIENT = "TRANSIENT"
+    TIMEOUT = "TIMEOUT"
+    NETWORK = "NETWORK"
+    SERVICE_SPECIFIC = "SERVICE_SPECIFIC"
+    DB_ERROR = "DB_ERROR"
+    FATAL_DB = "FATAL_DB"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    BAD_INPUT = "BAD_INPUT"
+    USER_CODE = "USER_CODE"
+    CANCELLED = "CANCELLED"
+
+    ALL: frozenset[str] = frozenset(
+        {
+            "AUTH",
+            "RATE_LIMIT",
+            "TRANSIENT",
+            "TIMEOUT",
+            "NETWORK",
+            "SERVICE_SPECIFIC",
+            "DB_ERROR",
+            "FATAL_DB",
+            "CIRCUIT_OPEN",
+            "BAD_INPUT",
+            "USER_CODE",
+            "CANCELLED",
+        }
+    )
+    RETRYABLE: frozenset[str] = frozenset({"RATE_LIMIT", "TRANSIENT", "TIMEOUT", "NETWORK"})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrInfo:
+    """What went wrong: a taxonomy `code`, a human message and structured `meta`.
+
+    ``meta`` may carry ``attempts``, ``retry_after`` (seconds), ``status``,
+    ``traceback`` and, inside streams, the failed ``item`` and ``stage``.
+    """
+
+    code: str
+    msg: str
+    meta: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+
+    def with_meta(self, **extra: object) -> ErrInfo:
+        """Return a copy whose meta is extended (or overridden) by ``extra``."""
+        return ErrInfo(self.code, self.msg, MappingProxyType({**self.meta, **extra}))
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.msg))
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(Generic[T]):
+    """A success holding ``value``."""
+
+    value: T
+
+    def map(self, f: Callable[[T], U]) -> Ok[U]:
+        """Apply ``f`` to the value."""
+        return Ok(f(self.value))
+
+    def map_err(self, f: Callable[[object], object]) -> Ok[T]:
+        """Leave a success unchanged."""
+        return self
+
+    def and_then(self, f: Callable[[T], Result[U, E]]) -> Result[U, E]:
+        """Chain a computation that may fail."""
+        return f(self.value)
+
+    def unwrap_or(self, default: object) -> T:
+        """Return the value."""
+        return self.value
+
+    def unwrap(self) -> T:
+        """Return the value."""
+        return self.value
+
+    def is_ok(self) -> bool:
+        """True."""
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Err(Generic[E]):
+    """A failure holding ``error`` (normally an `ErrInfo`)."""
+
+    error: E
+
+    def map(self, f: Callable[[object], object]) -> Err[E]:
+        """Leave a failure unchanged."""
+        return self
+
+    def map_err(self, f: Callable[[E], F]) -> Err[F]:
+        """Apply ``f`` to the error."""
+        return Err(f(self.error))
+
+    def and_then(self, f: Callable[[object], object]) -> Err[E]:
+        """Short-circuit: a failure stays a failure."""
+        return self
+
+    def unwrap_or(self, default: U) -> U:
+        """Return ``default``."""
+        return default
+
+    def unwrap(self) -> NoReturn:
+        """Raise `UnwrapError`: there is no value."""
+        raise UnwrapError(self.error)
+
+    def is_ok(self) -> bool:
+        """False."""
+        return False
+
+
+class UnwrapError(Exception):
+    """`Err.unwrap` was called; carries the error."""
+
+    def __init__(self, error: object) -> None:
+        super().__init__(f"unwrap() called on Err({error!r})")
+        self.error = error
+
+
+Result: TypeAlias = Ok[T] | Err[E]
