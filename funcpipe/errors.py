@@ -88,7 +88,12 @@ class SpecErrors(SpecError):
         self.errors = list(errors)
         first = self.errors[0]
         super().__init__(
-            first.message, file=first.file, line=first.line, col=first.col, path=first.path, hint=first.hint
+            first.message,
+            file=first.file,
+            line=first.line,
+            col=first.col,
+            path=first.path,
+            hint=first.hint,
         )
 
     def render(self) -> str:

@@ -55,7 +55,9 @@ class StageContext:
 
     def __post_init__(self) -> None:
         if self.runtime is None:
-            self.runtime = PolicyRuntime(self.policy, clock=self.clock, events=self.events, stage=self.stage_id)
+            self.runtime = PolicyRuntime(
+                self.policy, clock=self.clock, events=self.events, stage=self.stage_id
+            )
 
     def resolve(self, path: str) -> Path:
         """A spec path resolved against the spec's directory."""
@@ -70,12 +72,24 @@ class StageContext:
 
     def filtered(self, item: Item, reason: str = "") -> None:
         """Report that ``item`` was dropped on purpose."""
-        self.events(Event("filtered", self.stage_id, item.id, at=self.clock.now(), data={"item": item, "reason": reason}))
+        self.events(
+            Event(
+                "filtered",
+                self.stage_id,
+                item.id,
+                at=self.clock.now(),
+                data={"item": item, "reason": reason},
+            )
+        )
 
-    def map(self, stream: AsyncGen[Item], f: Callable[[Item], AsyncPlan[U]], *, ordered: bool = True) -> AsyncGen[U]:
+    def map(
+        self, stream: AsyncGen[Item], f: Callable[[Item], AsyncPlan[U]], *, ordered: bool = True
+    ) -> AsyncGen[U]:
         """Map an external call over items with this stage's policy (concurrency, retry...)."""
         assert self.runtime is not None
-        return apply_stream_policy(self.policy, stream, f, runtime=self.runtime, ordered=ordered, on_error=self.fail)
+        return apply_stream_policy(
+            self.policy, stream, f, runtime=self.runtime, ordered=ordered, on_error=self.fail
+        )
 
     def map_batches(
         self,
@@ -93,8 +107,15 @@ class StageContext:
         if max_size is not None and batch.size > max_size:
             batch = Batch(size=max_size, max_wait=batch.max_wait)
         return apply_batch_policy(
-            self.policy, stream, f, batch, runtime=self.runtime, ordered=ordered, clock=self.clock,
-            on_error=self.fail, cost=cost,
+            self.policy,
+            stream,
+            f,
+            batch,
+            runtime=self.runtime,
+            ordered=ordered,
+            clock=self.clock,
+            on_error=self.fail,
+            cost=cost,
         )
 
 

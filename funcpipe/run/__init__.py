@@ -1,0 +1,17 @@
+"""The runner: the only code that drives plans, owns resources and handles signals."""
+
+from __future__ import annotations
+
+from funcpipe.run._driver import perform, perform_async
+from funcpipe.run.report import RunReport, StageReport
+from funcpipe.run.runner import Runner, RunOptions, run_pipeline
+
+__all__ = [
+    "RunOptions",
+    "RunReport",
+    "Runner",
+    "StageReport",
+    "perform",
+    "perform_async",
+    "run_pipeline",
+]

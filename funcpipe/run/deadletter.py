@@ -1,0 +1,74 @@
+"""The dead-letter file: one JSON line per failed item, with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+from funcpipe.core import ErrInfo, Item
+
+_SKIP_META = {"item", "stage"}
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, ErrInfo):
+        return {"code": value.code, "msg": value.msg}
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": len(value)}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def dead_letter_record(error: ErrInfo, *, stage: str, run_id: str) -> dict[str, object]:
+    """The JSON form of a failed item (DESIGN.md): the item's fields plus stage, error, attempts."""
+    item = error.meta.get("item")
+    base: dict[str, object] = (
+        item.to_json()
+        if isinstance(item, Item)
+        else {"id": None, "source_id": None, "data": None, "meta": {}}
+    )
+    meta = {k: v for k, v in error.meta.items() if k not in _SKIP_META}
+    attempts = meta.get("attempts", 1)
+    return {
+        **_jsonable(base),  # type: ignore[dict-item]
+        "stage": stage,
+        "error": {"code": error.code, "msg": error.msg, "meta": _jsonable(meta)},
+        "attempts": attempts,
+        "run_id": run_id,
+    }
+
+
+class DeadLetters:
+    """Appends dead-letter records to a JSONL file, opened on the first failure."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.count = 0
+        self._fh: IO[str] | None = None
+
+    def write(self, error: ErrInfo, stage: str) -> None:
+        """Append one record and flush it."""
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        rec = dead_letter_record(error, stage=stage, run_id=self.run_id)
+        self._fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        """Fsync and close the file if it was opened."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None

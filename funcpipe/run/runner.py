@@ -1,0 +1,365 @@
+"""The runner: binds a `CompiledPipeline` to resources and drives it.
+
+It owns every resource through an ``AsyncExitStack`` (clients and pools close
+on every path), wires stages with bounded buffers, diverts failed items to the
+dead-letter file, accounts for every source item, and returns a `RunReport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from funcpipe.compile import CompiledPipeline, CompiledStage
+from funcpipe.core import (
+    AsyncGen,
+    ErrInfo,
+    Item,
+    Ok,
+    Result,
+    async_gen_empty,
+    async_gen_gather,
+)
+from funcpipe.errors import FailFast, RunError
+from funcpipe.policy.apply import PolicyRuntime
+from funcpipe.policy.clock import REAL_CLOCK, Clock
+from funcpipe.policy.events import Event, EventSink
+from funcpipe.run.accounting import Accounting, StageStats
+from funcpipe.run.deadletter import DeadLetters
+from funcpipe.run.report import RunReport, StageReport
+from funcpipe.stages.base import StageContext
+
+
+@dataclass
+class RunOptions:
+    """How to run.
+
+    Attributes:
+        report_path: where to write the JSON report (besides the state directory).
+        fresh: ignore what earlier runs recorded as done.
+        seed: seed for every random source (jitter, sampling).
+        clock: the clock policies use (a virtual one in tests).
+        listeners: extra event sinks (progress, JSON logs).
+        buffer: capacity of the queues between fanned-out or merged stages.
+        state_dir: override of ``.funcpipe/`` beside the spec.
+    """
+
+    report_path: Path | None = None
+    fresh: bool = False
+    seed: int = 0
+    clock: Clock = REAL_CLOCK
+    listeners: list[EventSink] = field(default_factory=list)
+    buffer: int = 64
+    state_dir: Path | None = None
+
+
+class _EventHub:
+    """Feeds stage counters and accounting from events, then forwards them."""
+
+    def __init__(
+        self, stats: dict[str, StageStats], acct: Accounting, listeners: list[EventSink]
+    ) -> None:
+        self.stats = stats
+        self.acct = acct
+        self.listeners = listeners
+
+    def __call__(self, ev: Event) -> None:
+        st = self.stats.get(ev.stage)
+        if st is not None:
+            if ev.kind == "attempt":
+                st.calls += 1
+                if ev.attempt > 1:
+                    st.retries += 1
+            elif ev.kind in ("success", "failure"):
+                st.latency(ev.duration)
+            elif ev.kind == "wait":
+                st.waits += 1
+            elif ev.kind == "limited":
+                st.limited += 1
+            elif ev.kind == "filtered":
+                st.filtered += 1
+                item = ev.data.get("item")
+                if isinstance(item, Item):
+                    self.acct.filtered(item.source_id)
+        for listener in self.listeners:
+            listener(ev)
+
+
+_END = object()
+
+
+class Runner:
+    """Drives one compiled pipeline once.
+
+    Args:
+        pipeline: the compiled description.
+        options: run options.
+    """
+
+    def __init__(self, pipeline: CompiledPipeline, options: RunOptions | None = None) -> None:
+        self.pipeline = pipeline
+        self.options = options or RunOptions()
+        loaded = pipeline.loaded
+        self.state_dir = self.options.state_dir or loaded.state_dir
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.stats: dict[str, StageStats] = {s.id: StageStats() for s in pipeline.stages}
+        self.acct = Accounting(
+            [t.id for t in pipeline.terminals],
+            ordered=pipeline.order_preserving,
+            on_settled=self._settled,
+        )
+        self.events = _EventHub(self.stats, self.acct, list(self.options.listeners))
+        dl = loaded.spec.on_error.dead_letter
+        dl_path = (loaded.base_dir / dl) if dl else self.state_dir / f"{pipeline.name}.dead.jsonl"
+        self.dead = DeadLetters(dl_path, self.run_id)
+        self.fail_fast = loaded.spec.on_error.mode == "fail_fast"
+        self.settled_hooks: list[Callable[[str, str], None]] = []
+
+    def _settled(self, source_id: str, outcome: str) -> None:
+        for hook in self.settled_hooks:
+            hook(source_id, outcome)
+
+    # -- wiring -----------------------------------------------------------
+
+    def _count_inputs(self, stage_id: str, gen: AsyncGen[Item]) -> AsyncGen[Item]:
+        stats = self.stats[stage_id]
+
+        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+            async for r in gen():
+                stats.inputs += 1
+                yield r
+
+        return run
+
+    def _instrument(self, stage: CompiledStage, gen: AsyncGen[Item]) -> AsyncGen[Item]:
+        stats = self.stats[stage.id]
+        is_source = not stage.inputs
+        clock = self.options.clock
+
+        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+            async for r in gen():
+                stats.touch(clock.now())
+                if isinstance(r, Ok):
+                    stats.outputs += 1
+                    if is_source:
+                        self.acct.source(r.value.source_id)
+                    yield r
+                else:
+                    self._failed(stage, r.error)
+
+        return run
+
+    def _failed(self, stage: CompiledStage, error: ErrInfo) -> None:
+        self.stats[stage.id].failed += 1
+        stage_id = str(error.meta.get("stage") or stage.id)
+        self.dead.write(error, stage_id)
+        item = error.meta.get("item")
+        if isinstance(item, Item):
+            self.acct.failed(item.source_id)
+        if self.fail_fast:
+            raise FailFast(f"stage {stage_id}: {error.code}: {error.msg} (on_error: fail_fast)")
+
+    def _tee(self, tg: asyncio.TaskGroup, gen: AsyncGen[Item], n: int) -> list[AsyncGen[Item]]:
+        queues: list[asyncio.Queue[object]] = [asyncio.Queue(self.options.buffer) for _ in range(n)]
+        started = False
+
+        async def pump() -> None:
+            try:
+                async with contextlib.aclosing(gen()) as it:  # type: ignore[type-var]
+                    async for r in it:
+                        for q in queues:
+                            await q.put(r)
+            except Exception as exc:
+                for q in queues:
+                    await q.put(exc)
+                return
+            for q in queues:
+                await q.put(_END)
+
+        def branch(q: asyncio.Queue[object]) -> AsyncGen[Item]:
+            async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+                nonlocal started
+                if not started:
+                    started = True
+                    tg.create_task(pump())
+                while True:
+                    r = await q.get()
+                    if r is _END:
+                        return
+                    if isinstance(r, Exception):
+                        raise r
+                    yield r  # type: ignore[misc]
+
+            return run
+
+        return [branch(q) for q in queues]
+
+    def _context(self, stage: CompiledStage, adapters: dict[str, Any]) -> StageContext:
+        runtime = PolicyRuntime(
+            stage.policy,
+            clock=self.options.clock,
+            events=self.events,
+            stage=stage.id,
+            seed=self.options.seed,
+        )
+        services: dict[str, Any] = {}
+        embed_stage = self.pipeline.upstream(stage.id, "embed")
+        if embed_stage is not None and embed_stage.adapter:
+            services["embedder"] = adapters[embed_stage.adapter]
+        return StageContext(
+            stage_id=stage.id,
+            adapter=adapters[stage.adapter] if stage.adapter else None,
+            policy=stage.policy,
+            batch=stage.batch,
+            runtime=runtime,
+            events=self.events,
+            clock=self.options.clock,
+            base_dir=self.pipeline.loaded.base_dir,
+            state_dir=self.state_dir,
+            adapters=adapters,
+            services=services,
+        )
+
+    def _build(self, tg: asyncio.TaskGroup, adapters: dict[str, Any]) -> AsyncGen[tuple[str, Item]]:
+        branches: dict[str, list[AsyncGen[Item]]] = {}
+
+        def take(stage_id: str) -> AsyncGen[Item]:
+            return branches[stage_id].pop()
+
+        for st in self.pipeline.stages:
+            if not st.inputs:
+                upstream: AsyncGen[Item] = async_gen_empty()
+            elif len(st.inputs) == 1:
+                upstream = take(st.inputs[0])
+            else:
+                upstream = async_gen_gather(
+                    [take(i) for i in st.inputs], len(st.inputs), self.options.buffer
+                )
+            transform = st.kind.load_factory()(st.config, self._context(st, adapters))
+            out = self._instrument(st, transform(self._count_inputs(st.id, upstream)))
+            n = max(1, len(st.consumers))
+            branches[st.id] = self._tee(tg, out, n) if n > 1 else [out]
+
+        tagged = [_tag(t.id, branches[t.id][0]) for t in self.pipeline.terminals]
+        return (
+            tagged[0]
+            if len(tagged) == 1
+            else async_gen_gather(tagged, len(tagged), self.options.buffer)
+        )
+
+    # -- running ----------------------------------------------------------
+
+    async def _drive(self, resources: Any) -> None:
+        adapters: dict[str, Any] = {}
+        for name, ad in self.pipeline.adapters.items():
+            adapters[name] = ad.kind.load_factory()(ad.config, resources)
+        async with asyncio.TaskGroup() as tg:
+            final = self._build(tg, adapters)
+            async with contextlib.aclosing(final()) as it:  # type: ignore[type-var]
+                async for r in it:
+                    if isinstance(r, Ok):
+                        terminal, item = r.value
+                        self.acct.committed(terminal, item.source_id)
+
+    async def run(self) -> RunReport:
+        """Run the pipeline to the end and return the report (also written to disk)."""
+        from funcpipe.run.resources import RunResources
+
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        status, exit_code, message = "ok", 0, None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with RunResources(
+                state_dir=self.state_dir, clock=self.options.clock
+            ) as resources:
+                await self._drive(resources)
+            self.acct.finish()
+        except* FailFast as eg:
+            status, exit_code, message = "failed", 1, str(eg.exceptions[0])
+        except* RunError as eg:
+            status, exit_code, message = "error", 1, str(eg.exceptions[0])
+        finally:
+            self.dead.close()
+        if status == "ok" and (self.acct.counts["failed"] or self.dead.count):
+            status, exit_code = "failed", 1
+        report = self._report(started, time.perf_counter() - t0, status, exit_code, message)
+        report.write(self.state_dir / f"{self.pipeline.name}.report.json")
+        if self.options.report_path is not None:
+            report.write(self.options.report_path)
+        return report
+
+    def _report(
+        self, started: datetime, duration: float, status: str, exit_code: int, message: str | None
+    ) -> RunReport:
+        stages = []
+        for st in self.pipeline.stages:
+            s = self.stats[st.id]
+            p50, p95 = s.percentile(0.5), s.percentile(0.95)
+            stages.append(
+                StageReport(
+                    id=st.id,
+                    use=st.kind.name,
+                    inputs=s.inputs,
+                    outputs=s.outputs,
+                    failed=s.failed,
+                    filtered=s.filtered,
+                    retries=s.retries,
+                    calls=s.calls,
+                    p50_ms=None if p50 is None else round(p50 * 1000, 3),
+                    p95_ms=None if p95 is None else round(p95 * 1000, 3),
+                    items_per_s=round(s.outputs / duration, 1) if duration > 0 else None,
+                    fan_out=round(s.outputs / s.inputs, 3) if s.inputs else None,
+                )
+            )
+        a = self.acct
+        accounting = {
+            "sources": a.sources,
+            "done": a.counts["done"],
+            "failed": a.counts["failed"],
+            "filtered": a.counts["filtered"],
+            "skipped": a.skipped,
+            "unsettled": a.unsettled,
+            "invariant": "sources == done + failed + filtered",
+            "invariant_holds": a.invariant_holds,
+        }
+        return RunReport(
+            pipeline=self.pipeline.name,
+            fingerprint=self.pipeline.loaded.fingerprint,
+            run_id=self.run_id,
+            status=status,
+            exit_code=exit_code,
+            started_at=started.isoformat(),
+            duration_s=round(duration, 3),
+            stages=stages,
+            accounting=accounting,
+            dead_letter=str(self.dead.path) if self.dead.count else None,
+            dead_lettered=self.dead.count,
+            message=message,
+        )
+
+
+def _tag(stage_id: str, gen: AsyncGen[Item]) -> AsyncGen[tuple[str, Item]]:
+    async def run() -> AsyncIterator[Result[tuple[str, Item], ErrInfo]]:
+        async for r in gen():
+            if isinstance(r, Ok):
+                yield Ok((stage_id, r.value))
+            else:
+                yield r
+
+    return run
+
+
+async def run_pipeline(pipeline: CompiledPipeline, options: RunOptions | None = None) -> RunReport:
+    """Run ``pipeline`` once and return its report."""
+    return await Runner(pipeline, options).run()
+
+
+__all__ = ["RunOptions", "Runner", "run_pipeline"]

@@ -1,0 +1,106 @@
+"""``map`` and ``filter``: user callables named by import path, sync or async."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, user_error
+from funcpipe.registry import resolve_import
+from funcpipe.stages.base import StageContext, Transform
+from funcpipe.stages.config import CallableConfig
+
+_DROPPED = object()
+
+
+def _load(config: CallableConfig) -> Callable[..., Any]:
+    fn = resolve_import(config.fn)
+    if not callable(fn):
+        raise TypeError(f"{config.fn} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def _call_plan(fn: Callable[..., Any], item: Item, kwargs: dict[str, object]) -> AsyncPlan[object]:
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def run() -> Result[object, ErrInfo]:
+        try:
+            out = fn(item, **kwargs)
+            if is_async or inspect.isawaitable(out):
+                out = await out  # type: ignore[misc]
+            return Ok(out)
+        except Exception as exc:
+            return Err(user_error(exc))
+
+    return run
+
+
+def map_stage(config: CallableConfig, ctx: StageContext) -> Transform:
+    """Replace each item's data by ``fn(item)``.
+
+    ``fn`` may return data, a whole `Item`, or None to drop the item (reported
+    as filtered). An exception becomes a ``USER_CODE`` error with its traceback.
+    """
+    fn = _load(config)
+    kwargs = dict(config.kwargs)
+
+    def plan(item: Item) -> AsyncPlan[object]:
+        inner = _call_plan(fn, item, kwargs)
+
+        async def run() -> Result[object, ErrInfo]:
+            res = await inner()
+            if isinstance(res, Err):
+                return res
+            out = res.value
+            if out is None:
+                ctx.filtered(item, f"{config.fn} returned None")
+                return Ok(_DROPPED)
+            return Ok(out if isinstance(out, Item) else item.evolve(data=out))
+
+        return run
+
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        return _drop_marked(ctx.map(upstream, plan))
+
+    return transform
+
+
+def filter_stage(config: CallableConfig, ctx: StageContext) -> Transform:
+    """Keep the items for which ``fn(item)`` is truthy; drops are reported as filtered."""
+    fn = _load(config)
+    kwargs = dict(config.kwargs)
+
+    def plan(item: Item) -> AsyncPlan[object]:
+        inner = _call_plan(fn, item, kwargs)
+
+        async def run() -> Result[object, ErrInfo]:
+            res = await inner()
+            if isinstance(res, Err):
+                return res
+            if res.value:
+                return Ok(item)
+            ctx.filtered(item, f"{config.fn} returned {res.value!r}")
+            return Ok(_DROPPED)
+
+        return run
+
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        return _drop_marked(ctx.map(upstream, plan))
+
+    return transform
+
+
+def _drop_marked(gen: AsyncGen[object]) -> AsyncGen[Item]:
+    async def run() -> Any:
+        async for r in gen():
+            if isinstance(r, Ok) and r.value is _DROPPED:
+                continue
+            yield r
+
+    return run
+
+
+def bad_input(item: Item, ctx: StageContext, msg: str) -> Err[ErrInfo]:
+    """A ``BAD_INPUT`` error for ``item`` at this stage."""
+    return Err(ctx.fail(item, ErrInfo(ErrCode.BAD_INPUT, msg)))

@@ -1,0 +1,239 @@
+"""Vector stages: ``embed``, ``vector.upsert`` and ``vector.query``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
+from funcpipe.ports import EmbedPort, Fingerprint, VectorRecord, VectorStorePort
+from funcpipe.stages.base import StageContext, Transform
+from funcpipe.stages.config import EmbedConfig, UpsertConfig, VectorQueryConfig
+
+
+def item_text(item: Item) -> str | None:
+    """The text of an item: its data if a string, else ``data["text"]`` if that is one."""
+    data = item.data
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict) and isinstance(data.get("text"), str):
+        return str(data["text"])
+    return None
+
+
+def _texts_only(stream: AsyncGen[Item], ctx: StageContext) -> AsyncGen[Item]:
+    async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+        async for r in stream():
+            if isinstance(r, Ok) and item_text(r.value) is None:
+                yield Err(
+                    ctx.fail(r.value, ErrInfo(ErrCode.BAD_INPUT, "item has no text to embed"))
+                )
+            else:
+                yield r
+
+    return run
+
+
+def _cost_fn(ctx: StageContext) -> Any:
+    limit = ctx.policy.rate_limit
+    if limit is None or limit.cost == 1:
+        return None
+    if limit.cost == "items":
+        return len
+    return lambda items: max(1, sum(len(item_text(i) or "") for i in items) // 4)
+
+
+def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
+    """Embed each item's text; the output data is ``{"text", "embedding"}``."""
+    port: EmbedPort = ctx.adapter
+
+    def call(items: Sequence[Item]) -> AsyncPlan[Sequence[Result[Item, ErrInfo]]]:
+        texts = [item_text(i) or "" for i in items]
+        inner = port.embed_batch(texts, config.purpose)
+
+        async def run() -> Result[Sequence[Result[Item, ErrInfo]], ErrInfo]:
+            res = await inner()
+            if isinstance(res, Err):
+                return res
+            fp = str(port.fingerprint)
+            out: list[Result[Item, ErrInfo]] = []
+            for it, text, r in zip(items, texts, res.value, strict=True):
+                if isinstance(r, Ok):
+                    data = {"text": text, "embedding": [float(x) for x in r.value]}
+                    out.append(Ok(it.evolve(data=data, meta={**it.meta, "embedder": fp})))
+                else:
+                    out.append(r)
+            return Ok(out)
+
+        return run
+
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        return ctx.map_batches(
+            _texts_only(upstream, ctx),
+            call,
+            default_size=min(64, port.max_batch),
+            max_size=port.max_batch,
+            cost=_cost_fn(ctx),
+        )
+
+    return transform
+
+
+def _record(item: Item) -> VectorRecord | None:
+    data = item.data
+    if not isinstance(data, dict) or not isinstance(data.get("embedding"), list | tuple):
+        return None
+    meta = {k: v for k, v in item.meta.items() if k != "embedder"}
+    return VectorRecord(item.id, item.source_id, str(data.get("text", "")), data["embedding"], meta)
+
+
+def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
+    """Upsert embedded chunks; once all chunks of a source are in, delete its stale ones.
+
+    The store is prepared (extension, table, index, fingerprint check) before
+    the first write. Stale deletion needs ``chunk_count`` in the chunks' meta
+    (``text.chunk`` sets it) and happens only when every chunk of that source
+    was written, so a partly failed source keeps its old chunks.
+    """
+    store: VectorStorePort = ctx.adapter
+    embedder: EmbedPort | None = ctx.services.get("embedder")
+    state: dict[str, Any] = {"ready": False, "lock": None}
+    committed: dict[str, set[str]] = {}
+
+    async def ready(records: Sequence[VectorRecord]) -> Result[None, ErrInfo]:
+        if state["ready"]:
+            return Ok(None)
+        if state["lock"] is None:
+            state["lock"] = asyncio.Lock()
+        async with state["lock"]:
+            if state["ready"]:
+                return Ok(None)
+            fp = (
+                embedder.fingerprint
+                if embedder is not None
+                else Fingerprint("unknown", "unknown", len(records[0].embedding))
+            )
+            res = await store.ensure(fp)()
+            if isinstance(res, Ok):
+                state["ready"] = True
+            return res
+
+    def call(items: Sequence[Item]) -> AsyncPlan[Sequence[Result[Item, ErrInfo]]]:
+        async def run() -> Result[Sequence[Result[Item, ErrInfo]], ErrInfo]:
+            records: list[VectorRecord] = []
+            out: list[Result[Item, ErrInfo]] = []
+            for it in items:
+                rec = _record(it)
+                if rec is None:
+                    out.append(
+                        Err(
+                            ctx.fail(
+                                it,
+                                ErrInfo(
+                                    ErrCode.BAD_INPUT,
+                                    "item has no embedding: put an embed stage before vector.upsert",
+                                ),
+                            )
+                        )
+                    )
+                else:
+                    records.append(rec)
+                    out.append(Ok(it))
+            if records:
+                prep = await ready(records)
+                if isinstance(prep, Err):
+                    return prep
+                res = await store.upsert(records)()
+                if isinstance(res, Err):
+                    return res
+                if config.delete_stale:
+                    stale = await _delete_stale(
+                        store, [r.value for r in out if isinstance(r, Ok)], committed
+                    )
+                    if isinstance(stale, Err):
+                        return stale
+            return Ok(out)
+
+        return run
+
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        return ctx.map_batches(upstream, call, default_size=256)
+
+    return transform
+
+
+async def _delete_stale(
+    store: VectorStorePort, items: Sequence[Item], committed: dict[str, set[str]]
+) -> Result[None, ErrInfo]:
+    for it in items:
+        count = it.meta.get("chunk_count")
+        if not isinstance(count, int):
+            continue
+        ids = committed.setdefault(it.source_id, set())
+        ids.add(it.id)
+        if len(ids) >= count:
+            res = await store.delete_stale(it.source_id, sorted(ids))()
+            if isinstance(res, Err):
+                ids.discard(it.id)
+                return res
+            del committed[it.source_id]
+    return Ok(None)
+
+
+def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
+    """For each item's text, emit its ``top_k`` nearest chunks as items (best first)."""
+    store: VectorStorePort = ctx.adapter
+    embedder: EmbedPort | None = (
+        ctx.adapters.get(config.embedder) if config.embedder else ctx.services.get("embedder")
+    )
+    if embedder is None:
+        raise ValueError(f"stage {ctx.stage_id}: vector.query needs an embedder: set with.embedder")
+
+    def search(item: Item) -> AsyncPlan[list[Item]]:
+        text = item_text(item) or ""
+
+        async def run() -> Result[list[Item], ErrInfo]:
+            vec = await embedder.embed_batch([text], "query")()
+            if isinstance(vec, Err):
+                return vec
+            first = vec.value[0]
+            if isinstance(first, Err):
+                return first
+            hits = await store.query(first.value, config.top_k, config.filter)()
+            if isinstance(hits, Err):
+                return hits
+            return Ok(
+                [
+                    Item(
+                        stable_id({"query": item.id, "hit": h.id}),
+                        {
+                            "text": h.text,
+                            "score": h.score,
+                            "chunk_id": h.id,
+                            "question": text,
+                            "rank": rank,
+                        },
+                        dict(h.meta),
+                        item.source_id,
+                    )
+                    for rank, h in enumerate(hits.value, start=1)
+                ]
+            )
+
+        return run
+
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        mapped = ctx.map(upstream, search)
+
+        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+            async for r in mapped():
+                if isinstance(r, Ok):
+                    for it in r.value:
+                        yield Ok(it)
+                else:
+                    yield r
+
+        return run
+
+    return transform
