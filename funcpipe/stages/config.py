@@ -17,7 +17,7 @@ class FilesSourceConfig(StageConfig):
     """Read files under a directory as items (one file, one item)."""
 
     path: str = Field(..., description="Directory (or single file), relative to the spec file.")
-    glob: str = Field("**/*", description="Glob of files to read under `path`.")
+    glob: str | tuple[str, ...] = Field("**/*", description="Glob (or list of globs) of files to read under `path`.")
     exclude: tuple[str, ...] = Field((), description="Globs to leave out.")
     mode: Literal["text", "bytes"] = Field(
         "text", description="Read as text (decoded) or raw bytes."

@@ -24,7 +24,8 @@ def _list_files(root: Path, config: FilesSourceConfig) -> list[Path]:
         return [root]
     if not root.is_dir():
         return []
-    paths = [p for p in root.glob(config.glob) if p.is_file()]
+    globs = (config.glob,) if isinstance(config.glob, str) else config.glob
+    paths = sorted({p for g in globs for p in root.glob(g) if p.is_file()})
     if config.exclude:
         paths = [
             p

@@ -1,0 +1,88 @@
+"""``funcpipe run`` and ``funcpipe query``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from funcpipe.cli._validate import load_or_exit, spec_options
+from funcpipe.compile import compile_pipeline
+from funcpipe.errors import FuncpipeError
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@spec_options
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
+@click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for jitter and sampling.")
+def run(
+    spec: Path,
+    overrides: tuple[str, ...],
+    params_file: Path | None,
+    report_path: Path | None,
+    log_format: str,
+    quiet: bool,
+    fresh: bool,
+    seed: int,
+) -> None:
+    """Run the pipeline in SPEC.
+
+    Exit codes: 0 every item done; 1 some items failed (see the dead-letter
+    file) or the run failed; 2 the spec is invalid.
+    """
+    from funcpipe.run import RunOptions, run_pipeline
+    from funcpipe.run.report import print_summary
+
+    loaded = load_or_exit(spec, overrides, params_file)
+    pipeline = compile_pipeline(loaded)
+    options = RunOptions(report_path=report_path, fresh=fresh, seed=seed)
+    if log_format == "json":
+        from funcpipe.run.logging import JsonEventLog
+
+        options.listeners.append(JsonEventLog(sys.stderr))
+    try:
+        report = asyncio.run(run_pipeline(pipeline, options))
+    except FuncpipeError as exc:
+        click.echo(f"funcpipe: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if log_format == "json":
+        click.echo(json.dumps({"event": "report", **report.to_json()}, sort_keys=True), err=True)
+    elif not quiet:
+        print_summary(report, sys.stderr)
+    sys.exit(report.exit_code)
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("question")
+@spec_options
+@click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Chunks to retrieve (default: the spec's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON.")
+def query(
+    spec: Path, question: str, overrides: tuple[str, ...], params_file: Path | None, top_k: int | None, as_json: bool
+) -> None:
+    """Answer QUESTION from what SPEC's pipeline stored, with the spec's own adapters."""
+    from funcpipe.run.query import answer_question
+
+    loaded = load_or_exit(spec, overrides, params_file)
+    pipeline = compile_pipeline(loaded)
+    try:
+        ans = asyncio.run(answer_question(pipeline, question, top_k=top_k))
+    except FuncpipeError as exc:
+        click.echo(f"funcpipe: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(ans.to_json(), indent=2, ensure_ascii=False))
+        return
+    click.echo(ans.text.rstrip())
+    click.echo("\nSources:")
+    for i, h in enumerate(ans.hits, start=1):
+        where = h.meta.get("path") or h.source_id[:12]
+        click.echo(f"  [{i}] {where} (score {h.score:.3f})")

@@ -1,0 +1,117 @@
+"""Answering a question from a spec's own adapters (``funcpipe query``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from funcpipe.compile import CompiledPipeline
+from funcpipe.core import Err, Ok
+from funcpipe.errors import RunError, SpecError
+from funcpipe.policy.apply import PolicyRuntime
+from funcpipe.policy.models import NO_POLICY, Policy
+from funcpipe.ports import EmbedPort, Generation, GeneratePort, QueryHit, VectorStorePort
+from funcpipe.run.runner import RunOptions
+
+
+@dataclass
+class Answer:
+    """A question's answer, the passages it came from, and token usage."""
+
+    question: str
+    text: str
+    hits: list[QueryHit]
+    usage: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "sources": [
+                {"id": h.id, "source_id": h.source_id, "score": round(h.score, 6), "text": h.text, "meta": dict(h.meta)}
+                for h in self.hits
+            ],
+            "usage": self.usage,
+        }
+
+
+def render_prompt(template: str, variables: dict[str, Any]) -> str:
+    """Render a prompt template in the Jinja2 sandbox (undefined names are errors)."""
+    from funcpipe.spec.templating import render_template
+
+    return render_template(template, variables)
+
+
+def _query_adapters(pipeline: CompiledPipeline) -> tuple[str, str, str, Policy, Policy]:
+    spec = pipeline.loaded.spec
+    q = spec.query
+    if q is None:
+        raise SpecError(
+            f"pipeline {spec.name!r} has no query: section",
+            file=str(pipeline.loaded.path),
+            hint="add `query: {adapter: <generation adapter>, top_k: 5}` to the spec",
+        )
+    embed_stage = pipeline.first_of("embed")
+    store_stage = pipeline.first_of("vector.upsert")
+    embedder = q.embedder or (embed_stage.adapter if embed_stage else None)
+    store = q.store or (store_stage.adapter if store_stage else None)
+    if not embedder or not store:
+        raise SpecError(
+            "query: cannot tell which embedder and store to use",
+            file=str(pipeline.loaded.path),
+            path="query",
+            hint="set query.embedder and query.store, or have an embed and a vector.upsert stage",
+        )
+    embed_policy = embed_stage.policy if embed_stage and embed_stage.adapter == embedder else NO_POLICY
+    gen_policy = pipeline.loaded.spec.policies.get(q.policy, NO_POLICY) if isinstance(q.policy, str) else q.policy
+    return embedder, store, q.adapter, embed_policy, gen_policy or NO_POLICY
+
+
+async def answer_question(
+    pipeline: CompiledPipeline, question: str, *, top_k: int | None = None, options: RunOptions | None = None
+) -> Answer:
+    """Embed ``question``, retrieve the nearest chunks and generate an answer.
+
+    Raises:
+        RunError: when a service call fails (the message names the code).
+    """
+    from funcpipe.run.resources import RunResources
+
+    opts = options or RunOptions()
+    q = pipeline.loaded.spec.query
+    embedder_name, store_name, gen_name, embed_policy, gen_policy = _query_adapters(pipeline)
+    assert q is not None
+    state_dir = opts.state_dir or pipeline.loaded.state_dir
+    async with RunResources(state_dir=state_dir, clock=opts.clock) as resources:
+
+        def make(name: str) -> Any:
+            ad = pipeline.adapters[name]
+            return ad.kind.load_factory()(ad.config, resources)
+
+        embedder: EmbedPort = make(embedder_name)
+        store: VectorStorePort = make(store_name)
+        generator: GeneratePort = make(gen_name)
+        rt_embed = PolicyRuntime(embed_policy, clock=opts.clock, stage="query.embed", seed=opts.seed)
+        rt_gen = PolicyRuntime(gen_policy, clock=opts.clock, stage="query.generate", seed=opts.seed)
+
+        vec = await rt_embed.apply(embedder.embed_batch([question], "query"))()
+        if isinstance(vec, Err):
+            raise RunError(f"embedding the question failed: {vec.error.code}: {vec.error.msg}")
+        first = vec.value[0]
+        if isinstance(first, Err):
+            raise RunError(f"embedding the question failed: {first.error.code}: {first.error.msg}")
+        found = await store.query(first.value, top_k or q.top_k, q.filter)()
+        if isinstance(found, Err):
+            raise RunError(f"querying {store_name} failed: {found.error.code}: {found.error.msg}")
+        hits = found.value
+        chunks = [{"id": h.id, "source_id": h.source_id, "text": h.text, "score": h.score, "meta": dict(h.meta)} for h in hits]
+        variables = {"question": question, "chunks": chunks, "params": pipeline.loaded.spec.params}
+        prompt = render_prompt(q.prompt, variables)
+        gen = await rt_gen.apply(generator.generate(prompt, question=question, hits=hits))()
+        if isinstance(gen, Err):
+            raise RunError(f"generation with {gen_name} failed: {gen.error.code}: {gen.error.msg}")
+        assert isinstance(gen, Ok)
+        g: Generation = gen.value
+        return Answer(question, g.text, list(hits), dict(g.usage), dict(g.meta))
