@@ -51,6 +51,10 @@ class OpenAIConfig(_HTTPConfig):
     encoding_format: Literal["base64", "float"] = Field("base64", description="base64 is smaller and faster to parse.")
     max_batch: int = Field(2048, ge=1, le=2048, description="Texts per embeddings request at most.")
     max_tokens: int = Field(512, ge=1, description="Chat: maximum tokens to generate.")
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="Chat: the body field carrying max_tokens; OpenAI's reasoning models want max_completion_tokens.",
+    )
     temperature: float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature.")
 
 
@@ -64,6 +68,8 @@ class OllamaConfig(_HTTPConfig):
     truncate: bool = Field(True, description="Let the server truncate inputs longer than the context.")
     keep_alive: str | None = Field(None, description="How long the model stays loaded, e.g. 5m.")
     max_batch: int = Field(512, ge=1, description="Texts per request at most.")
+    max_tokens: int = Field(512, ge=1, description="Chat: maximum tokens to generate (options.num_predict).")
+    temperature: float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature (options.temperature).")
 
 
 class CohereConfig(_HTTPConfig):

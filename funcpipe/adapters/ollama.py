@@ -1,0 +1,134 @@
+"""Ollama's native API: ``/api/embed`` and ``/api/chat``.
+
+Ollama needs no key; ``api_key_env``, when set, is sent as a bearer token for
+servers behind an authenticating proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from funcpipe.adapters._http import HTTPAdapter, check_vectors, embed_in_batches, malformed, unknown_dimension
+from funcpipe.adapters.config import OllamaConfig
+from funcpipe.adapters.resources import Resources
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
+from funcpipe.ports import Embedding, Fingerprint, Generation, Purpose, QueryHit
+
+KNOWN_DIMENSIONS: Mapping[str, int] = {
+    "nomic-embed-text": 768,
+    "mxbai-embed-large": 1024,
+    "all-minilm": 384,
+    "snowflake-arctic-embed": 1024,
+    "bge-m3": 1024,
+}
+"""Native dimension of common Ollama embedding models (a ``:latest`` tag is ignored)."""
+
+PROVIDER = "ollama"
+
+
+def known_dimension(model: str) -> int | None:
+    """The native dimension of ``model`` if it is a known model at its default tag."""
+    name, _, tag = model.partition(":")
+    return KNOWN_DIMENSIONS.get(name) if tag in ("", "latest") else None
+
+
+def parse_embed(payload: object, *, count: int, dim: int) -> Result[list[list[float]], ErrInfo]:
+    """The vectors of an ``/api/embed`` response, checked."""
+    vectors = payload.get("embeddings") if isinstance(payload, Mapping) else None
+    if vectors is None:
+        return Err(malformed(PROVIDER, "no 'embeddings' in the /api/embed response"))
+    return check_vectors(vectors, count=count, dim=dim, provider=PROVIDER)
+
+
+def parse_chat(payload: object) -> Result[Generation, ErrInfo]:
+    """The `Generation` of a non-streaming ``/api/chat`` response."""
+    message = payload.get("message") if isinstance(payload, Mapping) else None
+    content = message.get("content") if isinstance(message, Mapping) else None
+    if not isinstance(content, str):
+        return Err(malformed(PROVIDER, "no message.content in the /api/chat response"))
+    assert isinstance(payload, Mapping)
+    tokens: dict[str, int] = {}
+    for ours, theirs in (("input_tokens", "prompt_eval_count"), ("output_tokens", "eval_count")):
+        value = payload.get(theirs)
+        if type(value) is int:
+            tokens[ours] = value
+    meta = {k: v for k in ("model", "done_reason") if isinstance(v := payload.get(k), str)}
+    return Ok(Generation(text=content, usage=tokens, meta=meta))
+
+
+class OllamaAdapter(HTTPAdapter):
+    """Embeddings and chat over Ollama's native API (`EmbedPort` and `GeneratePort`).
+
+    The fingerprint's dimension is ``dimensions`` when set, else the native
+    size of a model in `KNOWN_DIMENSIONS`; for any other model, reading
+    ``fingerprint`` raises a `funcpipe.errors.SpecError` asking for
+    ``dimensions:``. ``dimensions`` is also sent, so servers that can shorten
+    vectors do.
+    """
+
+    provider = PROVIDER
+
+    def __init__(self, config: OllamaConfig, resources: Resources) -> None:
+        super().__init__(config, resources)
+        self.config = config
+        self._dim = config.dimensions or known_dimension(config.model)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """``ollama``, the model and its dimension."""
+        if self._dim is None:
+            raise unknown_dimension(PROVIDER, self.config.model)
+        return Fingerprint(PROVIDER, self.config.model, self._dim)
+
+    @property
+    def max_batch(self) -> int:
+        """Texts per request at most (``max_batch``)."""
+        return self.config.max_batch
+
+    def embed_batch(
+        self, texts: Sequence[str], purpose: Purpose = "document"
+    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
+        """Embed ``texts`` (the native API has no purpose; it is ignored)."""
+        batch = list(texts)
+
+        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
+            return await embed_in_batches(batch, self.max_batch, self._embed)
+
+        return run
+
+    async def _embed(self, texts: list[str]) -> Result[list[list[float]], ErrInfo]:
+        if self._dim is None:
+            return Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, unknown_dimension(PROVIDER, self.config.model).message))
+        body: dict[str, object] = {"model": self.config.model, "input": texts, "truncate": self.config.truncate}
+        if self.config.keep_alive is not None:
+            body["keep_alive"] = self.config.keep_alive
+        if self.config.dimensions is not None:
+            body["dimensions"] = self.config.dimensions
+        answer = await self.post("api/embed", body)
+        if isinstance(answer, Err):
+            return answer
+        return parse_embed(answer.value, count=len(texts), dim=self._dim)
+
+    def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
+        """Answer the rendered ``prompt`` as a single user message, without streaming."""
+        body: dict[str, object] = {
+            "model": self.config.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": False,
+            "options": {"temperature": self.config.temperature, "num_predict": self.config.max_tokens},
+        }
+        if self.config.keep_alive is not None:
+            body["keep_alive"] = self.config.keep_alive
+
+        async def run() -> Result[Generation, ErrInfo]:
+            answer = await self.post("api/chat", body)
+            if isinstance(answer, Err):
+                return answer
+            return parse_chat(answer.value)
+
+        return run
+
+
+def create(config: OllamaConfig, resources: Resources) -> OllamaAdapter:
+    """The ``ollama`` adapter factory."""
+    return OllamaAdapter(config, resources)
