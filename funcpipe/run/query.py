@@ -77,14 +77,12 @@ async def answer_question(
     Raises:
         RunError: when a service call fails (the message names the code).
     """
-    from funcpipe.run.resources import RunResources
-
     opts = options or RunOptions()
     q = pipeline.loaded.spec.query
     embedder_name, store_name, gen_name, embed_policy, gen_policy = _query_adapters(pipeline)
     assert q is not None
     state_dir = opts.state_dir or pipeline.loaded.state_dir
-    async with RunResources(state_dir=state_dir, clock=opts.clock) as resources:
+    async with opts.open_resources(state_dir) as resources:
 
         def make(name: str) -> Any:
             ad = pipeline.adapters[name]
@@ -106,7 +104,9 @@ async def answer_question(
         if isinstance(found, Err):
             raise RunError(f"querying {store_name} failed: {found.error.code}: {found.error.msg}")
         hits = found.value
-        chunks = [{"id": h.id, "source_id": h.source_id, "text": h.text, "score": h.score, "meta": dict(h.meta)} for h in hits]
+        chunks = [
+            {"id": h.id, "source_id": h.source_id, "text": h.text, "score": h.score, "meta": dict(h.meta)} for h in hits
+        ]
         variables = {"question": question, "chunks": chunks, "params": pipeline.loaded.spec.params}
         prompt = render_prompt(q.prompt, variables)
         gen = await rt_gen.apply(generator.generate(prompt, question=question, hits=hits))()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,8 @@ class RunOptions:
         listeners: extra event sinks (progress, JSON logs).
         buffer: capacity of the queues between fanned-out or merged stages.
         state_dir: override of ``.funcpipe/`` beside the spec.
+        resources: factory ``(state_dir, clock) -> async context manager`` of the
+            resources lent to adapters (default: `RunResources`).
     """
 
     report_path: Path | None = None
@@ -58,14 +61,21 @@ class RunOptions:
     listeners: list[EventSink] = field(default_factory=list)
     buffer: int = 64
     state_dir: Path | None = None
+    resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None = None
+
+    def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The resources for a run whose state lives in ``state_dir``."""
+        if self.resources is not None:
+            return self.resources(state_dir, self.clock)
+        from funcpipe.run.resources import RunResources
+
+        return RunResources(state_dir=state_dir, clock=self.clock)
 
 
 class _EventHub:
     """Feeds stage counters and accounting from events, then forwards them."""
 
-    def __init__(
-        self, stats: dict[str, StageStats], acct: Accounting, listeners: list[EventSink]
-    ) -> None:
+    def __init__(self, stats: dict[str, StageStats], acct: Accounting, listeners: list[EventSink]) -> None:
         self.stats = stats
         self.acct = acct
         self.listeners = listeners
@@ -239,24 +249,22 @@ class Runner:
             elif len(st.inputs) == 1:
                 upstream = take(st.inputs[0])
             else:
-                upstream = async_gen_gather(
-                    [take(i) for i in st.inputs], len(st.inputs), self.options.buffer
-                )
+                upstream = async_gen_gather([take(i) for i in st.inputs], len(st.inputs), self.options.buffer)
             transform = st.kind.load_factory()(st.config, self._context(st, adapters))
             out = self._instrument(st, transform(self._count_inputs(st.id, upstream)))
             n = max(1, len(st.consumers))
             branches[st.id] = self._tee(tg, out, n) if n > 1 else [out]
 
         tagged = [_tag(t.id, branches[t.id][0]) for t in self.pipeline.terminals]
-        return (
-            tagged[0]
-            if len(tagged) == 1
-            else async_gen_gather(tagged, len(tagged), self.options.buffer)
-        )
+        return tagged[0] if len(tagged) == 1 else async_gen_gather(tagged, len(tagged), self.options.buffer)
 
     # -- running ----------------------------------------------------------
 
     async def _drive(self, resources: Any) -> None:
+        # User callables (``use: module:fn``) live beside the spec, as in the loader.
+        base = str(self.pipeline.loaded.base_dir)
+        if base not in sys.path:
+            sys.path.insert(0, base)
         adapters: dict[str, Any] = {}
         for name, ad in self.pipeline.adapters.items():
             adapters[name] = ad.kind.load_factory()(ad.config, resources)
@@ -270,16 +278,12 @@ class Runner:
 
     async def run(self) -> RunReport:
         """Run the pipeline to the end and return the report (also written to disk)."""
-        from funcpipe.run.resources import RunResources
-
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         status, exit_code, message = "ok", 0, None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            async with RunResources(
-                state_dir=self.state_dir, clock=self.options.clock
-            ) as resources:
+            async with self.options.open_resources(self.state_dir) as resources:
                 await self._drive(resources)
             self.acct.finish()
         except* FailFast as eg:
