@@ -17,7 +17,9 @@ from funcpipe.errors import FuncpipeError
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @spec_options
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
 @click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")

@@ -31,9 +31,7 @@ def dead_letter_record(error: ErrInfo, *, stage: str, run_id: str) -> dict[str, 
     """The JSON form of a failed item (DESIGN.md): the item's fields plus stage, error, attempts."""
     item = error.meta.get("item")
     base: dict[str, object] = (
-        item.to_json()
-        if isinstance(item, Item)
-        else {"id": None, "source_id": None, "data": None, "meta": {}}
+        item.to_json() if isinstance(item, Item) else {"id": None, "source_id": None, "data": None, "meta": {}}
     )
     meta = {k: v for k, v in error.meta.items() if k not in _SKIP_META}
     attempts = meta.get("attempts", 1)

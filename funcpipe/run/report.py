@@ -52,9 +52,7 @@ class RunReport:
         """Write the report as JSON (atomically: temp file, then rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(path)
 
 
