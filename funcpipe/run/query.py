@@ -10,7 +10,7 @@ from funcpipe.core import Err, Ok
 from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.models import NO_POLICY, Policy
-from funcpipe.ports import EmbedPort, Generation, GeneratePort, QueryHit, VectorStorePort
+from funcpipe.ports import EmbedPort, GeneratePort, Generation, QueryHit, VectorStorePort
 from funcpipe.run.runner import RunOptions
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -27,6 +28,7 @@ from funcpipe.core import (
     Result,
     async_gen_empty,
     async_gen_gather,
+    stable_id,
 )
 from funcpipe.errors import FailFast, RunError
 from funcpipe.policy.apply import PolicyRuntime
@@ -34,6 +36,7 @@ from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink
 from funcpipe.run.accounting import Accounting, StageStats
 from funcpipe.run.deadletter import DeadLetters
+from funcpipe.run.ledger import Ledger
 from funcpipe.run.report import RunReport, StageReport
 from funcpipe.stages.base import StageContext
 
@@ -50,6 +53,9 @@ class RunOptions:
         listeners: extra event sinks (progress, JSON logs).
         buffer: capacity of the queues between fanned-out or merged stages.
         state_dir: override of ``.funcpipe/`` beside the spec.
+        handle_signals: stop gracefully on SIGINT/SIGTERM (the CLI sets it).
+        shutdown_timeout: time in-flight work gets after a signal (default: the spec's).
+        notify: where status lines (shutdown progress) go.
         resources: factory ``(state_dir, clock) -> async context manager`` of the
             resources lent to adapters (default: `RunResources`).
     """
@@ -62,6 +68,9 @@ class RunOptions:
     buffer: int = 64
     state_dir: Path | None = None
     resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    handle_signals: bool = False
+    shutdown_timeout: float | None = None
+    notify: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
         """The resources for a run whose state lives in ``state_dir``."""
@@ -131,8 +140,16 @@ class Runner:
         self.dead = DeadLetters(dl_path, self.run_id)
         self.fail_fast = loaded.spec.on_error.mode == "fail_fast"
         self.settled_hooks: list[Callable[[str, str], None]] = []
+        self.ledger: Ledger | None = None
+        self._content: dict[str, str] = {}
+        self.stop = asyncio.Event()  # set on the first signal
+        self.signal: signal.Signals | None = None
+        self.aborted: str | None = None
 
     def _settled(self, source_id: str, outcome: str) -> None:
+        content = self._content.pop(source_id, "")
+        if self.ledger is not None:
+            self.ledger.record(source_id, content, outcome)
         for hook in self.settled_hooks:
             hook(source_id, outcome)
 
@@ -154,17 +171,30 @@ class Runner:
         clock = self.options.clock
 
         async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
-            async for r in gen():
-                stats.touch(clock.now())
-                if isinstance(r, Ok):
-                    stats.outputs += 1
-                    if is_source:
-                        self.acct.source(r.value.source_id)
-                    yield r
-                else:
-                    self._failed(stage, r.error)
+            async with contextlib.aclosing(gen()) as it:  # type: ignore[type-var]
+                async for r in it:
+                    if is_source and self.stop.is_set():
+                        return  # a signal: read no more source items, let the rest drain
+                    stats.touch(clock.now())
+                    if isinstance(r, Ok):
+                        if is_source and not self._admit(r.value):
+                            continue
+                        stats.outputs += 1
+                        yield r
+                    else:
+                        self._failed(stage, r.error)
 
         return run
+
+    def _admit(self, item: Item) -> bool:
+        """Register a source item, or skip it if an earlier run finished it unchanged."""
+        content = content_hash(item)
+        if self.ledger is not None and not self.options.fresh and self.ledger.is_done(item.source_id, content):
+            self.acct.skip(item.source_id)
+            return False
+        self._content[item.source_id] = content
+        self.acct.source(item.source_id)
+        return True
 
     def _failed(self, stage: CompiledStage, error: ErrInfo) -> None:
         self.stats[stage.id].failed += 1
@@ -282,6 +312,13 @@ class Runner:
         t0 = time.perf_counter()
         status, exit_code, message = "ok", 0, None
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.loaded.fingerprint, self.run_id)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        signals = (signal.SIGINT, signal.SIGTERM) if self.options.handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig, task)
         try:
             async with self.options.open_resources(self.state_dir) as resources:
                 await self._drive(resources)
@@ -290,10 +327,25 @@ class Runner:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
             status, exit_code, message = "error", 1, str(eg.exceptions[0])
+        except* asyncio.CancelledError:
+            if self.aborted is None:
+                raise
+            task.uncancel()
         finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             self.dead.close()
+            self.ledger.close()
         if status == "ok" and (self.acct.counts["failed"] or self.dead.count):
             status, exit_code = "failed", 1
+        if self.signal is not None:
+            name = self.signal.name
+            exit_code = 128 + int(self.signal)
+            if self.aborted is not None:
+                status, message = "aborted", f"aborted by {self.aborted}: {self.acct.unsettled} item(s) unfinished"
+            else:
+                status, message = "interrupted", f"stopped by {name} after draining in-flight work"
+            message += "; run again to resume"
         report = self._report(started, time.perf_counter() - t0, status, exit_code, message)
         report.write(self.state_dir / f"{self.pipeline.name}.report.json")
         if self.options.report_path is not None:
@@ -348,6 +400,19 @@ class Runner:
             dead_lettered=self.dead.count,
             message=message,
         )
+
+
+def content_hash(item: Item) -> str:
+    """What identifies a source item's content: its file hash if known, else a hash of its data."""
+    known = item.meta.get("sha256")
+    if isinstance(known, str):
+        return known
+    data = item.data
+    if isinstance(data, bytes | bytearray):
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+    return stable_id(data)
 
 
 def _tag(stage_id: str, gen: AsyncGen[Item]) -> AsyncGen[tuple[str, Item]]:
