@@ -29,10 +29,7 @@ class _LazyGroup(click.Group):
         path = _COMMANDS.get(cmd_name)
         if path is None:
             return None
-        try:
-            cmd: Any = resolve_import(path)
-        except ImportError:
-            return None
+        cmd: Any = resolve_import(path)  # an import error here is a bug: let it show
         return cmd if isinstance(cmd, click.Command) else None
 
 

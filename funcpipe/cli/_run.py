@@ -24,6 +24,7 @@ from funcpipe.errors import FuncpipeError
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
 @click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for jitter and sampling.")
+@click.option("--shutdown-timeout", type=float, default=None, help="Seconds in-flight work gets after a signal.")
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -33,24 +34,50 @@ def run(
     quiet: bool,
     fresh: bool,
     seed: int,
+    shutdown_timeout: float | None,
 ) -> None:
     """Run the pipeline in SPEC.
 
     Exit codes: 0 every item done; 1 some items failed (see the dead-letter
     file) or the run failed; 2 the spec is invalid.
     """
-    from funcpipe.run import RunOptions, run_pipeline
+    from funcpipe.run import Runner, RunOptions, run_pipeline
     from funcpipe.run.report import print_summary
 
     loaded = load_or_exit(spec, overrides, params_file)
     pipeline = compile_pipeline(loaded)
-    options = RunOptions(report_path=report_path, fresh=fresh, seed=seed)
+    options = RunOptions(
+        report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
+    )
+    progress = None
     if log_format == "json":
         from funcpipe.run.logging import JsonEventLog
 
-        options.listeners.append(JsonEventLog(sys.stderr))
+        log = JsonEventLog(sys.stderr)
+        options.listeners.append(log)
+        options.notify = log.notice
+    elif not quiet and sys.stdout.isatty() and sys.stderr.isatty():
+        from funcpipe.run.progress import LiveProgress
+
+        runner = Runner(pipeline, options)
+        progress = LiveProgress([(s.id, s.kind.name) for s in pipeline.stages], runner.stats, sys.stderr)
+        runner.events.listeners.append(progress)
+
+        def notice(msg: str) -> None:
+            progress.status = msg
+
+        options.notify = notice
+    elif quiet:
+        options.notify = lambda msg: None
     try:
-        report = asyncio.run(run_pipeline(pipeline, options))
+        if progress is not None:
+            progress.start()
+            try:
+                report = asyncio.run(runner.run())
+            finally:
+                progress.stop()
+        else:
+            report = asyncio.run(run_pipeline(pipeline, options))
     except FuncpipeError as exc:
         click.echo(f"funcpipe: {exc}", err=True)
         sys.exit(exc.exit_code)

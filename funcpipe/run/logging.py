@@ -28,3 +28,8 @@ class JsonEventLog:
             **({"data": data} if data else {}),
         }
         self.stream.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    def notice(self, message: str) -> None:
+        """A status line (e.g. shutdown progress) as ``{"event": "notice", "message": ...}``."""
+        self.stream.write(json.dumps({"event": "notice", "message": message}) + "\n")
+        self.stream.flush()
