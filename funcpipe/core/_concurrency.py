@@ -8,23 +8,41 @@ awaits them before the plan returns or the stream closes: nothing leaks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from funcpipe.core._gen import AsyncGen
+from funcpipe.core._gen import AsyncGen, aclose_iterator
 from funcpipe.core._plan import AsyncPlan, user_error
-from funcpipe.core._result import Err, ErrInfo, Ok, Result
+from funcpipe.core._result import Err, ErrCode, ErrInfo, Ok, Result
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 
-async def _drive(plan: AsyncPlan[T]) -> Result[T, ErrInfo]:
+def _foreign_cancel() -> ErrInfo:
+    return ErrInfo(ErrCode.CANCELLED, "cancelled from inside the plan or stream")
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _drive(f: Callable[[T], AsyncPlan[U]], arg: T) -> Result[U, ErrInfo]:
+    # A plan should not raise. If building or running one does, the failure stays
+    # with that one slot instead of tearing down its siblings.
     try:
-        return await plan()
-    except Exception as exc:  # a plan should not raise; keep the scope alive if it does
+        return await f(arg)()
+    except asyncio.CancelledError:
+        if _cancelling():  # our scope is being cancelled: let it unwind
+            raise
+        return Err(_foreign_cancel())
+    except Exception as exc:
         return Err(user_error(exc))
+
+
+def _run_plan(plan: AsyncPlan[T]) -> AsyncPlan[T]:
+    return plan
 
 
 async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
@@ -46,8 +64,12 @@ def for_each_par(
 ) -> AsyncPlan[list[Result[U, ErrInfo]]]:
     """Run ``f(item)`` for every item with at most ``parallelism`` in flight.
 
-    Runs on a fixed pool of workers; the results come back in input order.
-    Items are read lazily from ``items`` as workers free up.
+    Runs on a fixed pool of workers; the results come back in input order and
+    one failure does not stop the others. Items are read lazily from ``items``
+    as workers free up, on each run (a one-shot iterator is empty on replay).
+
+    Raises:
+        ValueError: ``parallelism`` is below 1 (when the plan is built).
     """
     _check_bound(parallelism, "parallelism")
 
@@ -57,7 +79,7 @@ def for_each_par(
 
         async def worker() -> None:
             for i, item in source:  # the shared iterator hands out work
-                results[i] = await _drive(f(item))
+                results[i] = await _drive(f, item)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(parallelism)]
         try:
@@ -69,15 +91,20 @@ def for_each_par(
     return run
 
 
-def async_gather(
-    plans: Sequence[AsyncPlan[T]], concurrency: int = 8
-) -> AsyncPlan[list[Result[T, ErrInfo]]]:
+def async_gather(plans: Sequence[AsyncPlan[T]], concurrency: int = 8) -> AsyncPlan[list[Result[T, ErrInfo]]]:
     """Drive every plan with at most ``concurrency`` at once; results in input order.
 
     Failures do not stop the others: each slot holds that plan's `Result`.
+
+    Raises:
+        ValueError: ``concurrency`` is below 1 (when the plan is built).
     """
     _check_bound(concurrency, "concurrency")
-    return for_each_par(plans, lambda p: p, parallelism=min(concurrency, max(1, len(plans))))
+    return for_each_par(plans, _run_plan, parallelism=min(concurrency, max(1, len(plans))))
+
+
+async def _first_completed(pending: set[asyncio.Task[Result[T, ErrInfo]]]) -> None:
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
 
 
 def zip_par(*plans: AsyncPlan[Any]) -> AsyncPlan[tuple[Any, ...]]:
@@ -87,19 +114,17 @@ def zip_par(*plans: AsyncPlan[Any]) -> AsyncPlan[tuple[Any, ...]]:
     """
 
     async def run() -> Result[tuple[Any, ...], ErrInfo]:
-        tasks = [asyncio.ensure_future(_drive(p)) for p in plans]
-        values: list[Any] = [None] * len(tasks)
-        index = {t: i for i, t in enumerate(tasks)}
+        tasks = [asyncio.ensure_future(_drive(_run_plan, p)) for p in plans]
         try:
-            for fut in asyncio.as_completed(tasks):
-                res = await fut
-                if isinstance(res, Err):
-                    return res
-            for t, i in index.items():
-                res = t.result()
-                assert isinstance(res, Ok)
-                values[i] = res.value
-            return Ok(tuple(values))
+            pending = set(tasks)
+            while pending:
+                await _first_completed(pending)
+                for t in [t for t in pending if t.done()]:
+                    pending.discard(t)
+                    res = t.result()
+                    if isinstance(res, Err):
+                        return res
+            return Ok(tuple(t.result().unwrap() for t in tasks))
         finally:
             await _cancel_all(tasks)
 
@@ -109,21 +134,26 @@ def zip_par(*plans: AsyncPlan[Any]) -> AsyncPlan[tuple[Any, ...]]:
 def race(plans: Sequence[AsyncPlan[T]]) -> AsyncPlan[T]:
     """The first plan to *succeed* wins; the others are cancelled.
 
-    If every plan fails, the result is an ``Err`` whose ``meta["errors"]``
-    lists every failure in input order (its code is the first failure's).
+    A plan that fails early does not win. If every plan fails, the result is an
+    ``Err`` whose ``meta["errors"]`` lists every failure in input order (its
+    code is the first failure's).
     """
 
     async def run() -> Result[T, ErrInfo]:
         if not plans:
-            return Err(ErrInfo("SERVICE_SPECIFIC", "race() of no plans"))
-        tasks = [asyncio.ensure_future(_drive(p)) for p in plans]
+            return Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, "race() of no plans"))
+        tasks = [asyncio.ensure_future(_drive(_run_plan, p)) for p in plans]
         try:
-            for fut in asyncio.as_completed(tasks):
-                res = await fut
-                if isinstance(res, Ok):
-                    return res
-            errors = [t.result() for t in tasks]
-            infos = [e.error for e in errors if isinstance(e, Err)]
+            pending = set(tasks)
+            while pending:
+                await _first_completed(pending)
+                # Among plans finishing in the same step, input order decides.
+                for t in [t for t in tasks if t in pending and t.done()]:
+                    pending.discard(t)
+                    res = t.result()
+                    if isinstance(res, Ok):
+                        return res
+            infos = [r.error for r in (t.result() for t in tasks) if isinstance(r, Err)]
             return Err(
                 ErrInfo(
                     infos[0].code,
@@ -146,27 +176,39 @@ def async_gen_gather(gens: Sequence[AsyncGen[T]], concurrency: int = 8, buffer: 
     At most ``concurrency`` inner streams are pulled at once and at most
     ``buffer`` results wait to be consumed, so a slow consumer stops the
     producers. Order within each stream is kept; across streams it is the
-    order of arrival. Closing or cancelling the merged stream cancels every
-    producer and closes every inner stream.
+    order of arrival. An inner stream that raises ends with an ``Err`` and the
+    others go on. Closing or cancelling the merged stream cancels every
+    producer and closes every open inner stream before it returns.
+
+    Raises:
+        ValueError: ``concurrency`` or ``buffer`` is below 1 (when the stream is built).
     """
     _check_bound(concurrency, "concurrency")
     _check_bound(buffer, "buffer")
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
-        pending = iter(enumerate(gens))
+        pending = iter(gens)
 
         async def pump() -> None:
-            for _, gen in pending:
+            for gen in pending:  # the shared iterator hands out streams
+                it: AsyncIterator[Result[T, ErrInfo]] | None = None
                 try:
-                    async with contextlib.aclosing(gen()) as it:  # type: ignore[type-var]
-                        async for r in it:
-                            await queue.put(r)
+                    it = gen()
+                    async for r in it:
+                        await queue.put(r)
+                except asyncio.CancelledError:
+                    if _cancelling():  # the merged stream is closing
+                        raise
+                    await queue.put(Err(_foreign_cancel()))
                 except Exception as exc:
                     await queue.put(Err(user_error(exc)))
+                finally:
+                    if it is not None:
+                        await aclose_iterator(it)
             await queue.put(_DONE)
 
-        workers = [asyncio.ensure_future(pump()) for _ in range(min(concurrency, max(1, len(gens))))]
+        workers = [asyncio.ensure_future(pump()) for _ in range(min(concurrency, len(gens)))]
         try:
             live = len(workers)
             while live:

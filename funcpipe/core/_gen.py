@@ -8,7 +8,7 @@ flow through every operator unchanged while the stream goes on.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from funcpipe.core._plan import AsyncPlan
 from funcpipe.core._result import Err, ErrInfo, Ok, Result
@@ -59,26 +59,95 @@ def async_gen_from_results(results: Iterable[Result[T, ErrInfo]]) -> AsyncGen[T]
     return run
 
 
-def async_gen_map(gen: AsyncGen[T], f: Callable[[T], U]) -> AsyncGen[U]:
-    """Apply a pure ``f`` to every ``Ok``; each ``Err`` passes through unchanged."""
+async def aclose_iterator(it: AsyncIterator[object]) -> None:
+    """Close ``it`` now if it can be closed (async generators can).
 
-    async def run() -> AsyncIterator[Result[U, ErrInfo]]:
-        async for r in gen():
+    Operators close their upstream as soon as they stop pulling from it, so a
+    resource held upstream (`async_gen_using`) is released when the consumer
+    stops, not whenever the garbage collector gets to the abandoned generator.
+    """
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _MapGen(Generic[T, U]):
+    """The thunk `async_gen_map` returns: a source stream and the functions to apply.
+
+    Keeping the parts visible lets ``async_gen_map(async_gen_map(g, f), h)`` fuse
+    into one pass applying ``f`` then ``h`` (the functor composition law): one
+    generator and one ``Ok`` per item instead of one per stage. Because streams
+    are pulled one item at a time, the calls happen in exactly the same order as
+    with separate stages.
+    """
+
+    __slots__ = ("fs", "source")
+
+    def __init__(self, source: AsyncGen[Any], fs: tuple[Callable[[Any], Any], ...]) -> None:
+        self.source = source
+        self.fs = fs
+
+    def __call__(self) -> AsyncIterator[Result[U, ErrInfo]]:
+        if len(self.fs) == 1:
+            return _map_one(self.source(), self.fs[0])
+        return _map_many(self.source(), self.fs)
+
+    def __repr__(self) -> str:
+        return f"async_gen_map({self.source!r}, {', '.join(map(repr, self.fs))})"
+
+
+async def _map_one(
+    upstream: AsyncIterator[Result[Any, ErrInfo]], f: Callable[[Any], Any]
+) -> AsyncIterator[Result[Any, ErrInfo]]:
+    try:
+        async for r in upstream:
+            # ``type(...) is`` is the cheapest Ok test; Ok is never subclassed.
             if type(r) is Ok:
                 yield Ok(f(r.value))
             else:
-                yield r  # type: ignore[misc]
+                yield r
+    finally:
+        await aclose_iterator(upstream)
 
-    return run
+
+async def _map_many(
+    upstream: AsyncIterator[Result[Any, ErrInfo]], fs: tuple[Callable[[Any], Any], ...]
+) -> AsyncIterator[Result[Any, ErrInfo]]:
+    try:
+        async for r in upstream:
+            if type(r) is Ok:
+                v = r.value
+                for f in fs:
+                    v = f(v)
+                yield Ok(v)
+            else:
+                yield r
+    finally:
+        await aclose_iterator(upstream)
+
+
+def async_gen_map(gen: AsyncGen[T], f: Callable[[T], U]) -> AsyncGen[U]:
+    """Apply a pure ``f`` to every ``Ok``; each ``Err`` passes through unchanged.
+
+    Chained maps fuse into a single stage; the observable behaviour (values,
+    order of calls, laziness) is that of separate stages.
+    """
+    if type(gen) is _MapGen:
+        return _MapGen(gen.source, (*gen.fs, f))
+    return _MapGen(gen, (f,))
 
 
 def async_gen_filter(gen: AsyncGen[T], keep: Callable[[T], bool]) -> AsyncGen[T]:
     """Keep the ``Ok`` values for which ``keep`` is true; every ``Err`` is kept."""
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:
-        async for r in gen():
-            if type(r) is not Ok or keep(r.value):
-                yield r
+        upstream = gen()
+        try:
+            async for r in upstream:
+                if type(r) is not Ok or keep(r.value):
+                    yield r
+        finally:
+            await aclose_iterator(upstream)
 
     return run
 
@@ -90,12 +159,20 @@ def async_gen_and_then(gen: AsyncGen[T], f: Callable[[T], AsyncGen[U]]) -> Async
     """
 
     async def run() -> AsyncIterator[Result[U, ErrInfo]]:
-        async for r in gen():
-            if isinstance(r, Ok):
-                async for inner in f(r.value)():
-                    yield inner
-            else:
-                yield r
+        upstream = gen()
+        try:
+            async for r in upstream:
+                if isinstance(r, Ok):
+                    inner = f(r.value)()
+                    try:
+                        async for x in inner:
+                            yield x
+                    finally:
+                        await aclose_iterator(inner)
+                else:
+                    yield r
+        finally:
+            await aclose_iterator(upstream)
 
     return run
 
@@ -104,11 +181,15 @@ def async_gen_map_plan(gen: AsyncGen[T], f: Callable[[T], AsyncPlan[U]]) -> Asyn
     """Run the plan ``f(v)`` for each ``Ok(v)``, one at a time, yielding its result."""
 
     async def run() -> AsyncIterator[Result[U, ErrInfo]]:
-        async for r in gen():
-            if isinstance(r, Ok):
-                yield await f(r.value)()
-            else:
-                yield r
+        upstream = gen()
+        try:
+            async for r in upstream:
+                if isinstance(r, Ok):
+                    yield await f(r.value)()
+                else:
+                    yield r
+        finally:
+            await aclose_iterator(upstream)
 
     return run
 
@@ -130,8 +211,9 @@ def async_gen_using(
     """Acquire a resource, stream ``use(resource)``, and always release it.
 
     The release runs on normal end, on early close (``break`` followed by
-    ``aclose``), on an exception and on cancellation. If acquiring fails, the
-    stream is that single ``Err``.
+    ``aclose``), on an exception and on cancellation, after the inner stream
+    has been closed, so nothing touches the resource once it is released. If
+    acquiring fails, the stream is that single ``Err``.
     """
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:
@@ -141,8 +223,12 @@ def async_gen_using(
             return
         resource = acquired.value
         try:
-            async for r in use(resource)():
-                yield r
+            inner = use(resource)()
+            try:
+                async for r in inner:
+                    yield r
+            finally:
+                await aclose_iterator(inner)
         finally:
             await release(resource)
 
@@ -164,5 +250,3 @@ def partition(results: Iterable[Result[T, ErrInfo]]) -> tuple[list[T], list[ErrI
         else:
             errs.append(r.error)
     return oks, errs
-
-

@@ -12,9 +12,21 @@ from typing import Any
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
 
+def _json_default(value: object) -> object:
+    # A set's iteration order follows the salted hash of its elements, so it is
+    # written in a fixed order; anything else JSON cannot hold is written as str().
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=canonical_json)
+    return str(value)
+
+
 def canonical_json(value: object) -> str:
-    """Serialise ``value`` as canonical JSON: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Serialise ``value`` as canonical JSON: sorted keys, no spaces, UTF-8 kept.
+
+    Sets become lists sorted by their members' canonical JSON, and other
+    values JSON cannot hold become ``str(value)``.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
 def stable_id(value: object) -> str:
@@ -43,7 +55,11 @@ class Item:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, object]:
-        """The JSON form of DESIGN.md: ``{"id", "source_id", "data", "meta"}``."""
+        """The JSON form of DESIGN.md: ``{"id", "source_id", "data", "meta"}``.
+
+        Bytes data is summarised as ``{"$bytes": length}``; `from_json` gives back
+        an equal item for JSON-compatible data.
+        """
         data = self.data
         if isinstance(data, bytes | bytearray):
             data = {"$bytes": len(data)}
@@ -51,10 +67,14 @@ class Item:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Item:
-        """Rebuild an item from its JSON form."""
+        """Rebuild an item from its JSON form.
+
+        A missing or null ``source_id`` means the item is its own source.
+        """
+        source_id = obj.get("source_id")
         return cls(
             id=str(obj["id"]),
             data=obj.get("data"),
             meta=dict(obj.get("meta") or {}),
-            source_id=str(obj.get("source_id") or obj["id"]),
+            source_id=str(obj["id"] if source_id is None else source_id),
         )

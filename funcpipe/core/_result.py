@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Generic, NoReturn, TypeAlias, TypeVar
+from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
 
 T = TypeVar("T")
 U = TypeVar("U")
 E = TypeVar("E")
 F = TypeVar("F")
+# Results are immutable, so an Ok[int] is an Ok[object]: the parameters are covariant.
+T_co = TypeVar("T_co", covariant=True)
+E_co = TypeVar("E_co", covariant=True)
 
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
@@ -66,6 +69,12 @@ class ErrInfo:
     msg: str
     meta: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
 
+    def __post_init__(self) -> None:
+        # A frozen value must not change behind its holder's back: keep a read-only
+        # copy, never the caller's dict.
+        if type(self.meta) is not MappingProxyType:
+            object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
     def with_meta(self, **extra: object) -> ErrInfo:
         """Return a copy whose meta is extended (or overridden) by ``extra``."""
         return ErrInfo(self.code, self.msg, MappingProxyType({**self.meta, **extra}))
@@ -73,30 +82,40 @@ class ErrInfo:
     def __hash__(self) -> int:
         return hash((self.code, self.msg))
 
+    def __reduce__(self) -> tuple[type[ErrInfo], tuple[str, str, dict[str, object]]]:
+        # A mappingproxy cannot be pickled or deep-copied; rebuild from a plain dict.
+        return (ErrInfo, (self.code, self.msg, dict(self.meta)))
+
 
 @dataclass(frozen=True, slots=True)
-class Ok(Generic[T]):
+class Ok(Generic[T_co]):
     """A success holding ``value``."""
 
-    value: T
+    value: T_co
 
-    def map(self, f: Callable[[T], U]) -> Ok[U]:
+    def __init__(self, value: T_co) -> None:
+        # Every stream operator builds one Ok per item: writing the slot directly
+        # skips the frozen ``__setattr__`` detour and roughly halves the cost.
+        # Assignment after construction still raises ``FrozenInstanceError``.
+        _set_ok_value(self, value)
+
+    def map(self, f: Callable[[T_co], U]) -> Ok[U]:
         """Apply ``f`` to the value."""
         return Ok(f(self.value))
 
-    def map_err(self, f: Callable[[object], object]) -> Ok[T]:
+    def map_err(self, f: Callable[..., object]) -> Ok[T_co]:
         """Leave a success unchanged."""
         return self
 
-    def and_then(self, f: Callable[[T], Result[U, E]]) -> Result[U, E]:
+    def and_then(self, f: Callable[[T_co], Result[U, E]]) -> Result[U, E]:
         """Chain a computation that may fail."""
         return f(self.value)
 
-    def unwrap_or(self, default: object) -> T:
+    def unwrap_or(self, default: object) -> T_co:
         """Return the value."""
         return self.value
 
-    def unwrap(self) -> T:
+    def unwrap(self) -> T_co:
         """Return the value."""
         return self.value
 
@@ -105,21 +124,24 @@ class Ok(Generic[T]):
         return True
 
 
+_set_ok_value: Callable[[Ok[Any], object], None] = Ok.__dict__["value"].__set__
+
+
 @dataclass(frozen=True, slots=True)
-class Err(Generic[E]):
+class Err(Generic[E_co]):
     """A failure holding ``error`` (normally an `ErrInfo`)."""
 
-    error: E
+    error: E_co
 
-    def map(self, f: Callable[[object], object]) -> Err[E]:
+    def map(self, f: Callable[..., object]) -> Err[E_co]:
         """Leave a failure unchanged."""
         return self
 
-    def map_err(self, f: Callable[[E], F]) -> Err[F]:
+    def map_err(self, f: Callable[[E_co], F]) -> Err[F]:
         """Apply ``f`` to the error."""
         return Err(f(self.error))
 
-    def and_then(self, f: Callable[[object], object]) -> Err[E]:
+    def and_then(self, f: Callable[..., object]) -> Err[E_co]:
         """Short-circuit: a failure stays a failure."""
         return self
 
