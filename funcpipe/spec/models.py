@@ -8,13 +8,28 @@ same way as built-ins.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from funcpipe.policy.models import Batch, Duration, Policy
 
 _ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+
+
+def _policy_form(value: object) -> str:
+    return "name" if isinstance(value, str) else "inline"
+
+
+PolicyRef = Annotated[
+    Annotated[str, Tag("name")] | Annotated[Policy, Tag("inline")],
+    Discriminator(_policy_form),
+]
+"""A policy named under ``policies:``, or written inline.
+
+The discriminator picks one form by the value's type, so an invalid inline
+policy reports its own errors rather than also "not a string".
+"""
 
 
 class _Spec(BaseModel):
@@ -28,7 +43,7 @@ class StageSpec(_Spec):
     use: str = Field(..., description="Stage kind (e.g. text.chunk) or a callable's import path module:attr.")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="The stage kind's settings.")
     adapter: str | None = Field(None, description="Name of an adapter under `adapters:`.")
-    policy: str | Policy | None = Field(None, description="Name of a policy under `policies:`, or one inline.")
+    policy: PolicyRef | None = Field(None, description="Name of a policy under `policies:`, or one inline.")
     batch: Batch | None = Field(None, description="Batching: {size, max_wait}.")
     from_: tuple[str, ...] | None = Field(
         None, alias="from", description="Input stage ids (default: the previous stage)."
@@ -53,17 +68,21 @@ class QuerySpec(_Spec):
         description="Jinja2 template (sandboxed) rendered at run time with `question` and `chunks`.",
     )
     filter: dict[str, Any] | None = Field(None, description="Metadata equality filter on the chunks.")
-    policy: str | Policy | None = Field(None, description="Policy for the generation call.")
+    policy: PolicyRef | None = Field(
+        None, description="Policy for the generation call: a name under `policies:`, or inline."
+    )
 
 
 class OnError(_Spec):
     """What happens to items that fail."""
 
     mode: Literal["continue", "fail_fast"] = Field(
-        "continue", description="continue: dead-letter failed items and go on; fail_fast: stop at the first."
+        "continue",
+        description="continue: dead-letter failed items and go on; fail_fast: stop at the first.",
     )
     dead_letter: str | None = Field(
-        None, description="Dead-letter JSONL path (default .funcpipe/<name>.dead.jsonl beside the spec)."
+        None,
+        description="Dead-letter JSONL path (default .funcpipe/<name>.dead.jsonl beside the spec).",
     )
 
 
@@ -75,7 +94,8 @@ class PipelineSpec(_Spec):
     description: str | None = Field(None, description="Free text.")
     params: dict[str, Any] = Field(default_factory=dict, description="Values for {{ params.x }} templates.")
     adapters: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Named adapters: each has a `kind:` and that kind's fields."
+        default_factory=dict,
+        description="Named adapters: each has a `kind:` and that kind's fields.",
     )
     policies: dict[str, Policy] = Field(default_factory=dict, description="Named policies.")
     stages: tuple[StageSpec, ...] = Field(..., min_length=1, description="The stages, in order.")

@@ -1,0 +1,155 @@
+"""``funcpipe validate`` and ``funcpipe schema``, and the spec options other commands reuse.
+
+Commands that take a spec (``run``, ``query``, ``graph``) add the ``--set``
+and ``--params`` options with `spec_options` and load with `load_or_exit`::
+
+    @click.command()
+    @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+    @spec_options
+    def run(spec: Path, overrides: tuple[str, ...], params_file: Path | None) -> None:
+        loaded = load_or_exit(spec, overrides, params_file)
+
+This module imports no HTTP or database client, so validating stays fast
+enough for a pre-commit hook.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from funcpipe.errors import SpecError, SpecErrors
+from funcpipe.spec import ErrorFormat, LoadedSpec, format_errors, load_spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def spec_options(f: F) -> F:
+    """Add ``--set KEY=VALUE`` (repeatable) and ``--params FILE`` to a click command.
+
+    The command receives them as ``overrides: tuple[str, ...]`` and
+    ``params_file: Path | None``, ready for `load_or_exit` or `load_spec`.
+    """
+    f = click.option(
+        "--params",
+        "params_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="YAML mapping merged into the spec's params.",
+    )(f)
+    f = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a value before validation, e.g. --set params.corpus=docs or "
+        "--set stages[2].with.size=400 (values are YAML: numbers, booleans, [lists]). Repeatable.",
+    )(f)
+    return f
+
+
+def load_or_exit(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    params_file: str | Path | None = None,
+    *,
+    fmt: ErrorFormat = "text",
+) -> LoadedSpec:
+    """Load a spec, or print its located errors to stderr and exit with code 2."""
+    try:
+        return load_spec(path, overrides=overrides, params_file=params_file)
+    except SpecErrors as exc:
+        click.echo(format_errors(exc.errors, fmt), err=True)
+        sys.exit(SpecError.exit_code)
+
+
+def _summary(loaded: LoadedSpec) -> str:
+    stages = len(loaded.spec.stages)
+    return f"pipeline {loaded.spec.name!r}, {stages} stage{'s' if stages != 1 else ''}"
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for tools, github for workflow annotations.",
+)
+@spec_options
+def validate(
+    files: tuple[Path, ...],
+    fmt: ErrorFormat,
+    overrides: tuple[str, ...],
+    params_file: Path | None,
+) -> None:
+    """Check spec FILES and report every error in every file.
+
+    Exits 0 when all files are valid, 2 when any is not.
+    """
+    results: list[dict[str, Any]] = []
+    status = 0
+    internal = False
+    for path in files:
+        try:
+            loaded = load_spec(path, overrides=overrides, params_file=params_file)
+        except SpecErrors as exc:
+            status = max(status, SpecError.exit_code)
+            results.append({"file": str(path), "valid": False, "errors": exc.errors})
+            if fmt != "json":
+                click.echo(format_errors(exc.errors, fmt))
+            continue
+        except Exception as exc:
+            # A bug in funcpipe, not in the spec: say so plainly, go on with
+            # the other files, and exit 1 so it is never mistaken for a verdict.
+            internal = True
+            click.echo(
+                f"{path}: internal error while validating: {type(exc).__name__}: {exc} (please report this bug)",
+                err=True,
+            )
+            results.append({"file": str(path), "valid": False, "errors": []})
+            continue
+        results.append({"file": str(path), "valid": True, "errors": []})
+        if fmt == "text":
+            click.echo(f"{path}: ok ({_summary(loaded)})")
+    if fmt == "json":
+        payload = {
+            "valid": status == 0,
+            "files": [{**r, "errors": [e.to_json() for e in r["errors"]]} for r in results],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    elif fmt == "text" and status:
+        bad = [r for r in results if not r["valid"]]
+        count = sum(len(r["errors"]) for r in bad)
+        click.echo(
+            f"{count} error{'s' if count != 1 else ''} in {len(bad)} of {len(results)} "
+            f"file{'s' if len(results) != 1 else ''}"
+        )
+    sys.exit(1 if internal else status)
+
+
+@click.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the schema to this file instead of standard output.",
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of a spec (for editors and CI)."""
+    from funcpipe.spec.schema import schema_json
+
+    text = schema_json()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
