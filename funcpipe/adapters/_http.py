@@ -42,10 +42,11 @@ REDACTED = "[REDACTED]"
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=*:-]+")
 # Provider key shapes (OpenAI sk-/sk-proj-, Anthropic sk-ant-, ...), masked or not.
 _KEYLIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_*-]{8,}")
-_HEADER_KEY = re.compile(r"(?i)\b(x-api-key|api[-_]?key|authorization)(\s*[:=]\s*)\S+")
+_HEADER_KEY = re.compile(r"(?i)\b(x-api-key|api[-_]?key|authorization)(\s*[:=]\s*)(?:(?:bearer|basic)\s+)?[^\s,;\"']+")
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _EXCERPT = 300
+_MIN_SECRET = 6
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
@@ -54,12 +55,14 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     Args:
         text: any string that may leave the adapter (messages, provider bodies).
         secrets: exact values to hide, such as the API key read for this call.
+            Values shorter than 6 characters are not keys anyone issues, and
+            hiding every ``k`` would make messages unreadable, so they are skipped.
     """
     for secret in secrets:
-        if secret:
+        if len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _HEADER_KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _KEYLIKE.sub(REDACTED, text)
 
 
