@@ -7,7 +7,11 @@ invalid: one run of ``funcpipe validate`` reports every error.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -32,6 +36,8 @@ from funcpipe.spec.templating import TemplateError, check_template
 
 PROMPT_VARIABLES = ("chunks", "params", "question")
 """The variables a ``query.prompt`` template is rendered with."""
+
+_IMPORT_HINT = "make sure the module is importable: beside the spec file, installed, or on PYTHONPATH"
 
 TEMPLATE_FIELDS: tuple[Path, ...] = (("query", "prompt"),)
 """Fields that hold run-time templates: compiled when validated, rendered when run."""
@@ -171,7 +177,7 @@ class _Checker:
             self.error(
                 where,
                 f"cannot import {use!r}: {exc}",
-                "make sure the module is importable (installed, or on PYTHONPATH)",
+                _IMPORT_HINT,
             )
         except Exception as exc:
             # Resolving an import path runs the user's module; whatever it
@@ -216,7 +222,7 @@ class _Checker:
             self.error(
                 path,
                 f"cannot import {target!r}: {exc}",
-                "make sure the module is importable (installed, or on PYTHONPATH)",
+                _IMPORT_HINT,
             )
             return
         except Exception as exc:
@@ -446,9 +452,29 @@ def check_prompt(doc: Document, path: Path, source: str) -> list[SpecError]:
     return errors
 
 
-def check_document(doc: Document, registry: Registry) -> Checked:
-    """Run the second pass over a document's data."""
-    return _Checker(doc, registry).run()
+def check_document(doc: Document, registry: Registry, base_dir: FsPath) -> Checked:
+    """Run the second pass over a document's data.
+
+    User callables named by import path are imported with ``base_dir`` (the
+    spec's directory) importable, as the runner does.
+    """
+    with _importable(base_dir):
+        return _Checker(doc, registry).run()
+
+
+@contextmanager
+def _importable(directory: FsPath) -> Iterator[None]:
+    entry = str(directory)
+    if entry in sys.path:
+        yield
+        return
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        # Imported modules stay cached; only the search path is restored.
+        with suppress(ValueError):
+            sys.path.remove(entry)
 
 
 def resolve_policy(value: object, named: dict[str, Policy], fallback: Policy) -> Policy:

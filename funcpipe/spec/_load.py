@@ -146,7 +146,8 @@ def load_spec_text(
         spec = PipelineSpec.model_validate(doc.data)
     except ValidationError as exc:
         errors.extend(e for e in pydantic_errors(doc, exc, model=PipelineSpec) if e.path not in unresolved)
-    checked = check_document(doc, registry)
+    base = base_dir if base_dir is not None else FsPath.cwd()
+    checked = check_document(doc, registry, base)
     errors.extend(e for e in checked.errors if e.path not in unresolved)
     if errors or spec is None:
         raise SpecErrors(_ordered(errors, filename))
@@ -155,7 +156,7 @@ def load_spec_text(
     return LoadedSpec(
         spec=spec,
         path=FsPath(filename),
-        base_dir=base_dir if base_dir is not None else FsPath.cwd(),
+        base_dir=base,
         adapters=dict(checked.adapters),
         stage_configs={k: cast(StageConfig, v) for k, v in checked.stage_configs.items()},
         stage_policies={s.id: resolve_policy(s.policy, named, NO_POLICY) for s in spec.stages},
