@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
+from typing import Any, Generic, NoReturn, TypeAlias, TypeVar, final
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -87,11 +87,17 @@ class ErrInfo:
         return (ErrInfo, (self.code, self.msg, dict(self.meta)))
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Ok(Generic[T_co]):
     """A success holding ``value``."""
 
     value: T_co
+
+    def __init_subclass__(cls) -> None:
+        # Stream operators test ``type(r) is Ok`` on every item; a subclass would be
+        # mistaken for a failure, so there can be none.
+        raise TypeError("Ok cannot be subclassed")
 
     def __init__(self, value: T_co) -> None:
         # Every stream operator builds one Ok per item: writing the slot directly
@@ -127,6 +133,7 @@ class Ok(Generic[T_co]):
 _set_ok_value: Callable[[Ok[Any], object], None] = Ok.__dict__["value"].__set__
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Err(Generic[E_co]):
     """A failure holding ``error`` (normally an `ErrInfo`)."""

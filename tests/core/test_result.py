@@ -177,3 +177,10 @@ def test_errinfo_survives_pickling(info: ErrInfo, meta: dict[str, int]) -> None:
 
 def test_retryable_codes_are_codes() -> None:
     assert ErrCode.RETRYABLE <= ErrCode.ALL
+
+
+def test_ok_cannot_be_subclassed() -> None:
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+
+        class Special(Ok[int]):  # type: ignore[misc]
+            pass
