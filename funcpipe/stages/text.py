@@ -1,9 +1,10 @@
 """Text stages: ``text.clean`` and ``text.chunk``, over pure functions.
 
 `clean_text` normalises a string; `split_text` cuts one into spans no longer
-than a size, preferring paragraph breaks, then sentence ends, then line
-breaks, then spaces, and overlapping consecutive spans by at most a given
-number of characters. The stage factories lift them over item streams.
+than a size, preferring Markdown headings and paragraph breaks, then
+sentence ends, then line breaks, then spaces, and overlapping consecutive
+spans by at most a given number of characters. The stage factories lift
+them over item streams.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def clean_text(text: str, config: CleanConfig) -> str:
 
 # -- split ------------------------------------------------------------------
 
+_SECTION_BREAK = re.compile(r"\n(?=#{1,6}[^\S\n])")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"'\u2019\u201d)\]]*(?=\s)")
 _LINE_BREAK = re.compile(r"\n")
@@ -98,6 +100,7 @@ class _Boundaries:
     def __init__(self, text: str) -> None:
         # A cut is where a piece ends; each of these lies on whitespace, so a
         # cut there never splits a word.
+        self.sections = _positions(_SECTION_BREAK, text, at_end=False)
         self.paragraphs = _positions(_PARAGRAPH_BREAK, text, at_end=False)
         self.sentences = _positions(_SENTENCE_END, text, at_end=True)
         self.lines = _positions(_LINE_BREAK, text, at_end=False)
@@ -106,18 +109,30 @@ class _Boundaries:
         self.word_starts = _positions(_WORD_START, text, at_end=False)
         self.sentence_starts = sorted({_skip_space(text, p) for p in self.sentences + self.paragraphs})
 
-    def cut(self, start: int, limit: int, floor: int) -> int | None:
-        """The preferred cut in ``(max(start, floor), limit]``.
+    def cut(self, start: int, limit: int, floor: int) -> tuple[int, bool] | None:
+        """The preferred cut in ``(max(start, floor), limit]``, and whether to overlap after it.
 
-        A paragraph, sentence or line cut must also lie in the second half of
-        the window, so that a piece is never a stub.
+        A cut before a Markdown heading may lie anywhere past the first
+        quarter of the window; a paragraph, sentence or line cut must lie in
+        its second half, so that a piece is never a stub. After a heading or
+        paragraph cut the next piece starts afresh: overlap carries context
+        across a cut inside flowing text, not into the next section.
         """
-        half = max(start + (limit - start) // 2, floor)
-        for positions in (self.paragraphs, self.sentences, self.lines):
+        width = limit - start
+        quarter = max(start + width // 4, floor)
+        found = _last_in(self.sections, quarter, limit)
+        if found is not None:
+            return found, False
+        half = max(start + width // 2, floor)
+        found = _last_in(self.paragraphs, half, limit)
+        if found is not None:
+            return found, False
+        for positions in (self.sentences, self.lines):
             found = _last_in(positions, half, limit)
             if found is not None:
-                return found
-        return _last_in(self.spaces, max(start, floor), limit)
+                return found, True
+        found = _last_in(self.spaces, max(start, floor), limit)
+        return None if found is None else (found, True)
 
     def restart(self, lo: int, hi: int) -> int | None:
         """The earliest sentence start, else word start, in ``[lo, hi]``."""
@@ -141,13 +156,15 @@ def _trim_end(text: str, start: int, end: int) -> int:
 def split_text(text: str, size: int, overlap: int = 0, min_size: int = 1) -> list[Span]:
     """Cut ``text`` into spans of at most ``size`` characters.
 
-    Each span is stripped of surrounding whitespace and ends at the latest
-    paragraph break, else sentence end, else line break in the second half
-    of its window, else at the latest space; a word is cut only if it is
-    longer than ``size``. The next span starts at most ``overlap`` characters
-    before the previous one ends, at a sentence start if there is one in
-    that range, else at a word start. Together the spans cover every
-    non-whitespace character; spans shorter than ``min_size`` are left out.
+    Each span is stripped of surrounding whitespace and ends before the
+    latest Markdown heading past the first quarter of its window, else at
+    the latest paragraph break, sentence end or line break in the second
+    half of its window, else at the latest space; a word is cut only if it
+    is longer than ``size``. After a cut inside a paragraph, the next span
+    starts at most ``overlap`` characters before the previous one ends, at
+    a sentence start if there is one in that range, else at a word start.
+    Together the spans cover every non-whitespace character; spans shorter
+    than ``min_size`` are left out.
 
     Raises:
         ValueError: if ``size < 1``, ``overlap < 0`` or ``overlap >= size``.
@@ -167,22 +184,23 @@ def split_text(text: str, size: int, overlap: int = 0, min_size: int = 1) -> lis
             spans.append(Span(pos, end, text[pos:end]))
             break
         limit = pos + size
-        cut = bounds.cut(pos, limit, floor)
-        if cut is None:
+        found = bounds.cut(pos, limit, floor)
+        if found is None:
             if pos < floor:
                 # The overlap left no room for a whole word: start afresh at the floor.
                 pos = floor
                 continue
             # A word longer than size: nothing better than a hard cut.
-            cut = limit
+            found = (limit, True)
+        cut, overlapping = found
         end = _trim_end(text, pos, cut)
         spans.append(Span(pos, end, text[pos:end]))
         floor = _skip_space(text, cut)
         pos = floor
-        if overlap:
-            found = bounds.restart(max(spans[-1].start + 1, cut - overlap), cut)
-            if found is not None and found < end:
-                pos = found
+        if overlap and overlapping:
+            restart = bounds.restart(max(spans[-1].start + 1, cut - overlap), cut)
+            if restart is not None and restart < end:
+                pos = restart
     return [s for s in spans if len(s.text.strip()) >= min_size]
 
 

@@ -183,6 +183,20 @@ def test_split_cuts_a_word_longer_than_size() -> None:
     assert [s.text for s in split_text("x" * 40, 16, 0)] == ["x" * 16, "x" * 16, "x" * 8]
 
 
+def test_split_cuts_before_a_heading_early_in_the_window() -> None:
+    text = "Intro words here and more.\n## Next section\n\nIts body text goes on for quite a while."
+    spans = split_text(text, 60, 10)
+    assert spans[0].text == "Intro words here and more."
+    assert spans[1].text.startswith("## Next section")
+
+
+def test_no_overlap_after_a_paragraph_cut() -> None:
+    first = "One sentence here. Another one follows it."
+    text = f"{first}\n\nSecond paragraph starts. It goes on."
+    spans = split_text(text, 60, 30)
+    assert spans[1].start == text.index("Second")
+
+
 def test_overlap_restarts_at_a_sentence_start() -> None:
     text = "Alpha one. Beta two three. Gamma four five six. Delta seven eight nine ten."
     spans = split_text(text, 48, 20)
