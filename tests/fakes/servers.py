@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from funcpipe.adapters.config import HashingConfig
 from funcpipe.adapters.hashing import HashingEmbedder
@@ -270,7 +270,7 @@ class FakeServer:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> FakeServer:
+    def start(self) -> Self:
         """Listen on 127.0.0.1 at a free port and serve in a daemon thread."""
         handler = _make_handler(self)
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -291,7 +291,7 @@ class FakeServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
