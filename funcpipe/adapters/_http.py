@@ -280,7 +280,15 @@ def exception_error(exc: Exception, *, provider: str, url: str, secrets: Sequenc
     """The `ErrInfo` of an exception raised while sending or reading a request."""
     if isinstance(exc, httpx.TimeoutException):
         code, what = ErrCode.TIMEOUT, "timed out"
-    elif isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | httpx.TooManyRedirects | httpx.DecodingError):
+    elif isinstance(
+        exc,
+        httpx.UnsupportedProtocol
+        | httpx.InvalidURL
+        | httpx.LocalProtocolError
+        | httpx.TooManyRedirects
+        | httpx.DecodingError,
+    ):
+        # Our URL or request is wrong, or the body cannot be decoded: retrying will not help.
         code, what = ErrCode.SERVICE_SPECIFIC, "could not be completed"
     elif isinstance(exc, httpx.TransportError | OSError):
         # Refused, reset, or dropped without an answer: the network, not the request.
@@ -330,7 +338,7 @@ async def post_json(
     """
     try:
         response = await client.post(url, json=body, headers=dict(headers), timeout=request_timeout)
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         return Err(exception_error(exc, provider=provider, url=url, secrets=secrets))
     if not response.is_success:
         return Err(response_error(response, provider=provider, secrets=secrets, status_codes=status_codes))

@@ -45,7 +45,9 @@ class OpenAIConfig(_HTTPConfig):
 
     kind: Literal["openai"] = "openai"
     model: str = Field(..., description="Model name, e.g. text-embedding-3-small or gpt-4o-mini.")
-    base_url: str = Field("https://api.openai.com/v1", description="Base URL; /embeddings and /chat/completions are appended.")
+    base_url: str = Field(
+        "https://api.openai.com/v1", description="Base URL; /embeddings and /chat/completions are appended."
+    )
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     dimensions: int | None = Field(None, ge=1, description="Requested (and checked) embedding dimension.")
     encoding_format: Literal["base64", "float"] = Field("base64", description="base64 is smaller and faster to parse.")

@@ -267,6 +267,9 @@ def test_response_error_applies_provider_status_overrides() -> None:
         (ConnectionResetError("reset"), ErrCode.NETWORK),
         (httpx.UnsupportedProtocol("ftp"), ErrCode.SERVICE_SPECIFIC),
         (httpx.DecodingError("gzip"), ErrCode.SERVICE_SPECIFIC),
+        (httpx.InvalidURL("bad"), ErrCode.SERVICE_SPECIFIC),
+        (httpx.LocalProtocolError("bad header"), ErrCode.SERVICE_SPECIFIC),
+        (httpx.ProxyError("proxy down"), ErrCode.NETWORK),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
 )
@@ -439,3 +442,8 @@ async def test_non_json_success_is_service_specific_with_an_excerpt(
     )
     assert isinstance(got, Err) and got.error.code == ErrCode.SERVICE_SPECIFIC and got.error.meta["status"] == 200
     assert str(got.error.meta["body_excerpt"]).startswith('{"object"')
+
+
+async def test_a_url_without_scheme_is_service_specific(client: httpx.AsyncClient) -> None:
+    got = await post_json(client, "127.0.0.1:8080/x", {}, headers={}, request_timeout=5, provider="p")
+    assert isinstance(got, Err) and got.error.code == ErrCode.SERVICE_SPECIFIC
