@@ -25,6 +25,10 @@ from funcpipe.errors import FuncpipeError
 @click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for jitter and sampling.")
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds in-flight work gets after a signal.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and an estimate; call nothing.")
+@click.option(
+    "--latency", type=float, default=0.1, show_default=True, help="Dry run: assumed seconds per external call."
+)
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -35,6 +39,8 @@ def run(
     fresh: bool,
     seed: int,
     shutdown_timeout: float | None,
+    dry_run: bool,
+    latency: float,
 ) -> None:
     """Run the pipeline in SPEC.
 
@@ -46,6 +52,15 @@ def run(
 
     loaded = load_or_exit(spec, overrides, params_file)
     pipeline = compile_pipeline(loaded)
+    if dry_run:
+        from funcpipe.run.estimate import estimate, print_plan, to_json
+
+        estimates = estimate(pipeline, latency=latency)
+        if log_format == "json":
+            click.echo(json.dumps({"pipeline": pipeline.name, "stages": to_json(estimates)}, sort_keys=True))
+        else:
+            print_plan(pipeline, estimates, sys.stdout, latency=latency)
+        return
     options = RunOptions(
         report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
     )
