@@ -352,6 +352,37 @@ class Runner:
             report.write(self.options.report_path)
         return report
 
+    def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        if self.signal is not None:
+            self.options.notify(f"funcpipe: second {sig.name}: aborting now")
+            self._abort(task, f"a second {sig.name}")
+            return
+        self.signal = sig
+        self.stop.set()
+        timeout = self.options.shutdown_timeout
+        if timeout is None:
+            timeout = self.pipeline.loaded.spec.shutdown_timeout
+        deadline = loop.time() + timeout
+
+        def tell() -> None:
+            if self.aborted is not None or task.done():
+                return
+            left = max(0.0, deadline - loop.time())
+            self.options.notify(
+                f"funcpipe: {sig.name}: stopped reading sources; draining {self.acct.unsettled} in-flight "
+                f"item(s), {left:.0f}s left (send it again to abort)"
+            )
+            loop.call_later(min(2.0, max(0.1, left)), tell)
+
+        tell()
+        loop.call_later(timeout, self._abort, task, f"shutdown_timeout ({timeout:g}s)")
+
+    def _abort(self, task: asyncio.Task[Any], reason: str) -> None:
+        if self.aborted is None and not task.done():
+            self.aborted = reason
+            task.cancel()
+
     def _report(
         self, started: datetime, duration: float, status: str, exit_code: int, message: str | None
     ) -> RunReport:
