@@ -39,7 +39,8 @@ from funcpipe.ports import Embedding
 
 REDACTED = "[REDACTED]"
 
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=*:-]+")
+# At least 8 characters, so prose such as "Bearer auth" or "a basic error" is kept.
+_BEARER = re.compile(r"(?i)\b(bearer\s+[A-Za-z0-9._~+/=*:-]{8,}|basic\s+[A-Za-z0-9+/]{8,}={0,2})")
 # Provider key shapes (OpenAI sk-/sk-proj-, Anthropic sk-ant-, ...), masked or not.
 _KEYLIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_*-]{8,}")
 _HEADER_KEY = re.compile(r"(?i)\b(x-api-key|api[-_]?key|authorization)(\s*[:=]\s*)(?:(?:bearer|basic)\s+)?[^\s,;\"']+")
@@ -62,7 +63,7 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
         if len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
     text = _HEADER_KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1).split()[0]} {REDACTED}", text)
     return _KEYLIKE.sub(REDACTED, text)
 
 

@@ -297,6 +297,15 @@ def test_redact_hides_api_key_assignments() -> None:
     assert redact("x-api-key: hunter2hunter2") == f"x-api-key: {REDACTED}"
 
 
+def test_redact_hides_a_bearer_token_in_prose() -> None:
+    assert redact("the proxy saw bearer eyJhbGciOi.payload.sig") == f"the proxy saw bearer {REDACTED}"
+
+
+def test_redact_keeps_prose_about_auth_schemes() -> None:
+    text = "use Bearer auth; this is a basic error"
+    assert redact(text) == text
+
+
 def test_redact_leaves_plain_text_alone() -> None:
     text = "Rate limit reached for requests. Please try again in 20ms."
     assert redact(text, ["canary-secret-value"]) == text
