@@ -11,3 +11,22 @@ def upper(item: Item) -> str:
 
 def keep_all(item: Item) -> bool:
     return True
+
+
+async def slow(item: Item, seconds: float = 0.02) -> object:
+    """Take a while, so that a test can interrupt the run mid-way."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return item.data
+
+
+def log_call(item: Item, path: str) -> object:
+    """Append the item's id to ``path`` (fsynced): counts how often an item was processed."""
+    import os
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(item.id + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return item.data
