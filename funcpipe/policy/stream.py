@@ -1,20 +1,52 @@
-"""Stream-level policies: bounded concurrency, batching and fairness (first cut)."""
+"""Stream-level policies: bounded concurrency, batching and fairness.
+
+`apply_stream_policy` maps an external call over a stream and
+`apply_batch_policy` maps a batch call over batches of it. For each item the
+parts apply in the order of DESIGN.md::
+
+    fairness: deficit round robin across keys, among the items waiting
+      └ batching: up to ``size`` items, or those waiting ``max_wait`` after the first
+          └ bounded concurrency: at most ``policy.concurrency`` calls in flight
+              └ the call-level policy, `PolicyRuntime.apply` (deadline, retry, limiter, breaker, timeout)
+
+Every input ``Err`` passes straight through: it never waits for a worker.
+
+How it runs: when the returned stream is first pulled it starts, inside
+itself, one reader task, a fixed pool of ``concurrency`` worker tasks (never a
+task per item) and, when needed, a timer for ``max_wait`` and a watcher for
+``shutdown``. Closing or cancelling the stream cancels and awaits every one of
+them, then closes its input, so nothing outlives it. With concurrency 1 and
+neither batching nor fairness no task is started at all.
+
+Memory: the reader stops pulling its input (backpressure) while ``window``
+items are held, read but not yet consumed downstream, where ``window`` is
+``buffer + 2 * concurrency * size``. ``buffer``, the items waiting for a
+worker, defaults to ``size * max(2, concurrency)``, and to at least 64 with
+fairness, where one key may hold at most half of it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
-from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrInfo, Ok, Result
+from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, user_error
 from funcpipe.policy.apply import PolicyRuntime
+from funcpipe.policy.batching import WaitingItems
 from funcpipe.policy.clock import REAL_CLOCK, Clock
+from funcpipe.policy.events import Event, EventSink, null_sink
+from funcpipe.policy.fairness import field_key, resolve_field
 from funcpipe.policy.models import Batch, Policy
 
 T = TypeVar("T")
 U = TypeVar("U")
 
-ErrorTagger = Callable[[T, ErrInfo], ErrInfo]
+_FAIR_BUFFER = 64
+"""Fairness needs several keys' items waiting at once to choose among them."""
+
+CallBatch = Callable[[list[T]], Awaitable[list[Result[U, ErrInfo]]]]
 
 
 def apply_stream_policy(
@@ -25,23 +57,52 @@ def apply_stream_policy(
     runtime: PolicyRuntime | None = None,
     ordered: bool = True,
     on_error: Callable[[T, ErrInfo], ErrInfo] | None = None,
+    key: Callable[[T], str] | None = None,
+    cost: Callable[[T], int] | None = None,
+    buffer: int | None = None,
 ) -> AsyncGen[U]:
-    """Map ``f`` over ``stream`` with the policy's concurrency and call-level parts.
+    """Map the call ``f`` over ``stream`` under the policy's stream and call-level parts.
 
-    Each ``Err`` of the input passes through untouched; ``on_error`` may enrich
-    the error of a failed call with its input (for dead-lettering).
+    Args:
+        policy: concurrency (default 1) and fairness come from here; the
+            call-level parts apply through ``runtime``.
+        stream: the input; each of its ``Err`` passes through untouched.
+        f: makes the plan of the external call for one input.
+        runtime: the call-level interpreter; by default a fresh one, made
+            only if the policy has call-level parts.
+        ordered: yield results in input order (in each key's order with
+            fairness); otherwise as they complete.
+        on_error: enriches the error of a failed call with its input.
+        key: the fairness key of an input; by default read from the field
+            ``policy.fairness.key`` names. Giving one turns fairness on.
+        cost: the rate-limit cost of an input (default 1).
+        buffer: items waiting for a worker at most (see the module docs).
+
+    Returns:
+        The stream of results, one per input, with at most
+        ``policy.concurrency`` calls in flight.
     """
-    rt = runtime or PolicyRuntime(policy)
+    _check_buffer(buffer)
+    rt = runtime if runtime is not None else _default_runtime(policy, REAL_CLOCK)
+    plan_for = _plan_for(f, rt, cost, _rate_key(policy))
+    fair_key = _fair_key(policy, key)
+    concurrency = policy.concurrency or 1
+    if concurrency == 1 and fair_key is None:
+        return _sequential(stream, plan_for, on_error)
+    weights = policy.fairness.weights if policy.fairness is not None else None
 
-    async def run() -> AsyncIterator[Result[U, ErrInfo]]:
-        async for r in stream():
-            if isinstance(r, Err):
-                yield r
-                continue
-            res = await rt.apply(f(r.value))()
-            if isinstance(res, Err) and on_error is not None:
-                res = Err(on_error(r.value, res.error))
-            yield res
+    def run() -> AsyncIterator[Result[U, ErrInfo]]:
+        engine: _Engine[T, U] = _Engine(
+            stream(),
+            plan_for=plan_for,
+            on_error=on_error,
+            concurrency=concurrency,
+            ordered=ordered,
+            key=fair_key,
+            weights=weights,
+            buffer=buffer,
+        )
+        return engine.run()
 
     return run
 
@@ -57,39 +118,642 @@ def apply_batch_policy(
     clock: Clock = REAL_CLOCK,
     on_error: Callable[[T, ErrInfo], ErrInfo] | None = None,
     cost: Callable[[Sequence[T]], int] | None = None,
+    key: Callable[[T], str] | None = None,
+    shutdown: asyncio.Event | None = None,
+    events: EventSink = null_sink,
+    stage: str = "",
+    buffer: int | None = None,
 ) -> AsyncGen[U]:
-    """Group ``stream`` into batches and map ``f`` over them; results map back per item.
+    """Group ``stream`` into batches and map the batch call ``f`` over them.
 
-    A batch-level ``Err`` fails each of the batch's items with that error.
+    A batch is up to ``batch.size`` items, or those that have arrived
+    ``batch.max_wait`` after its first item, whichever comes first; what is
+    left is flushed at the end of the stream and as soon as ``shutdown`` is
+    set. When every worker is busy a due batch keeps filling, up to its size,
+    until one is free. Batches run concurrently up to ``policy.concurrency``.
+
+    Args:
+        policy: concurrency and fairness come from here; the call-level
+            parts apply to each batch call through ``runtime``.
+        stream: the input; each of its ``Err`` passes through untouched.
+        f: makes the plan of one batch call; its value holds one result per
+            item, in the batch's order.
+        batch: the batch size and maximum wait.
+        runtime: the call-level interpreter; by default a fresh one on
+            ``clock``, made only if the policy has call-level parts.
+        ordered: yield results in input order (in each key's order with
+            fairness); otherwise as they complete.
+        clock: times ``max_wait``.
+        on_error: enriches each failed item's error with the item.
+        cost: the rate-limit cost of a batch; by default its item count when
+            ``rate_limit.cost`` is ``items`` or ``tokens``, else 1.
+        key: the fairness key of an input, as in `apply_stream_policy`.
+        shutdown: once set, waiting items leave at once in partial batches.
+        events: receives a ``batch`` event for each batch sent.
+        stage: the stage named in those events.
+        buffer: items waiting for a worker at most (see the module docs).
+
+    Returns:
+        The stream of per-item results. A batch-level ``Err`` fails each of
+        its items with that error; a result list of the wrong length fails
+        each with ``SERVICE_SPECIFIC``.
     """
-    rt = runtime or PolicyRuntime(policy)
+    _check_buffer(buffer)
+    rt = runtime if runtime is not None else _default_runtime(policy, clock)
+    rate_key = _rate_key(policy)
+    if cost is None and policy.rate_limit is not None and policy.rate_limit.cost != 1:
+        cost = len
+    call = _call_batch(f, rt, on_error, cost, rate_key)
+    fair_key = _fair_key(policy, key)
+    weights = policy.fairness.weights if policy.fairness is not None else None
 
-    async def flush(buf: list[T]) -> list[Result[U, ErrInfo]]:
-        res = await rt.apply(f(buf), cost=cost(buf) if cost else 1)()
-        if isinstance(res, Err):
-            return [Err(on_error(x, res.error) if on_error else res.error) for x in buf]
-        out: list[Result[U, ErrInfo]] = []
-        for x, r in zip(buf, res.value, strict=True):
-            out.append(Err(on_error(x, r.error)) if isinstance(r, Err) and on_error else r)
-        return out
+    def run() -> AsyncIterator[Result[U, ErrInfo]]:
+        engine: _Engine[T, U] = _Engine(
+            stream(),
+            call_batch=call,
+            concurrency=policy.concurrency or 1,
+            ordered=ordered,
+            key=fair_key,
+            weights=weights,
+            buffer=buffer,
+            size=batch.size,
+            max_wait=batch.max_wait,
+            clock=clock,
+            shutdown=shutdown,
+            events=events,
+            stage=stage,
+        )
+        return engine.run()
 
-    async def run() -> AsyncIterator[Result[U, ErrInfo]]:
-        buf: list[T] = []
-        async for r in stream():
-            if isinstance(r, Err):
-                yield r
-                continue
-            buf.append(r.value)
-            if len(buf) >= batch.size:
-                for x in await flush(buf):
-                    yield x
-                buf = []
-        if buf:
-            for x in await flush(buf):
-                yield x
-
-    _ = asyncio  # the full version runs batches concurrently
     return run
 
 
-__all__ = ["Ok", "apply_batch_policy", "apply_stream_policy"]
+def _check_buffer(buffer: int | None) -> None:
+    if buffer is not None and buffer < 1:
+        raise ValueError(f"buffer must be >= 1 item, got {buffer}")
+
+
+def _default_runtime(policy: Policy, clock: Clock) -> PolicyRuntime | None:
+    """A runtime for the policy's call-level parts, or None when it has none to apply."""
+    if policy.timeout is None and policy.retry is None and policy.rate_limit is None and policy.circuit_breaker is None:
+        return None
+    return PolicyRuntime(policy, clock=clock)
+
+
+def _rate_key(policy: Policy) -> Callable[[object], str] | None:
+    limit = policy.rate_limit
+    return field_key(limit.key) if limit is not None and limit.key else None
+
+
+def _fair_key(policy: Policy, key: Callable[[T], str] | None) -> Callable[[T], str] | None:
+    if key is not None:
+        return key
+    if policy.fairness is not None:
+        return field_key(policy.fairness.key)
+    return None
+
+
+def _item_id(value: object) -> str | None:
+    return value.id if isinstance(value, Item) else None
+
+
+def _plan_for(
+    f: Callable[[T], AsyncPlan[U]],
+    rt: PolicyRuntime | None,
+    cost: Callable[[T], int] | None,
+    rate_key: Callable[[object], str] | None,
+) -> Callable[[T], AsyncPlan[U]]:
+    """The plan of the call for one input: ``f``'s, under the runtime if there is one."""
+    if rt is None:
+        return f
+    apply = rt.apply
+
+    def plan_for(value: T) -> AsyncPlan[U]:
+        return apply(
+            f(value),
+            item_id=_item_id(value),
+            cost=cost(value) if cost is not None else 1,
+            key=rate_key(value) if rate_key is not None else None,
+        )
+
+    return plan_for
+
+
+def _call_batch(
+    f: Callable[[Sequence[T]], AsyncPlan[Sequence[Result[U, ErrInfo]]]],
+    rt: PolicyRuntime | None,
+    on_error: Callable[[T, ErrInfo], ErrInfo] | None,
+    cost: Callable[[Sequence[T]], int] | None,
+    rate_key: Callable[[object], str] | None,
+) -> CallBatch[T, U]:
+    """The call for one batch, its result spread back over the batch's items."""
+
+    async def call(values: list[T]) -> list[Result[U, ErrInfo]]:
+        try:
+            plan = f(values)
+            if rt is not None:
+                # A keyed limit charges a mixed batch to its first item's key.
+                plan = rt.apply(
+                    plan,
+                    item_id=_item_id(values[0]),
+                    cost=cost(values) if cost is not None else 1,
+                    key=rate_key(values[0]) if rate_key is not None else None,
+                )
+            res = await plan()
+        except Exception as exc:
+            res = Err(user_error(exc))
+        if isinstance(res, Ok):
+            results = list(res.value)
+            if len(results) == len(values):
+                if on_error is None:
+                    return results
+                return [
+                    Err(on_error(v, r.error)) if isinstance(r, Err) else r for v, r in zip(values, results, strict=True)
+                ]
+            error = ErrInfo(
+                ErrCode.SERVICE_SPECIFIC,
+                f"the batch call returned {len(results)} results for {len(values)} items",
+                {"expected": len(values), "got": len(results)},
+            )
+        else:
+            error = res.error
+        if on_error is None:
+            return [Err(error)] * len(values)
+        return [Err(on_error(v, error)) for v in values]
+
+    return call
+
+
+def _sequential(
+    stream: AsyncGen[T],
+    plan_for: Callable[[T], AsyncPlan[U]],
+    on_error: Callable[[T, ErrInfo], ErrInfo] | None,
+) -> AsyncGen[U]:
+    """One call at a time, in the consumer's own task: no task, no buffer."""
+
+    async def run() -> AsyncIterator[Result[U, ErrInfo]]:
+        source = stream()
+        try:
+            async for r in source:
+                if isinstance(r, Err):
+                    yield r
+                    continue
+                value = r.value
+                try:
+                    res = await plan_for(value)()
+                except Exception as exc:
+                    res = Err(user_error(exc))
+                if on_error is not None and isinstance(res, Err):
+                    res = Err(on_error(value, res.error))
+                yield res
+        finally:
+            await _aclose(source)
+
+    return run
+
+
+async def _aclose(it: AsyncIterator[Any]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until all have finished, even if we are cancelled meanwhile."""
+    for t in tasks:
+        t.cancel()
+    interrupted = False
+    while True:
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            break
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            # Leaving now would leak the tasks; finish the wait, then honour the cancellation.
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
+class _Slot(Generic[T, U]):
+    """One input on its way through: its value, its result once known, and its output lane."""
+
+    __slots__ = ("key", "lane", "result", "value")
+
+    def __init__(self, value: T, lane: deque[_Slot[T, U]] | None, key: str = "") -> None:
+        self.value = value
+        self.lane = lane
+        self.key = key
+        self.result: Result[U, ErrInfo] | None = None
+
+
+class _Engine(Generic[T, U]):
+    """The reader, the worker pool, the timer and the consumer of one driven stream.
+
+    Everything runs on one event loop, so the shared state below needs no
+    locks: it changes only between awaits. Plain streams (one item per call,
+    no fairness) take a leaner path through a bare deque, as that is the
+    path every concurrent stage without batching runs on.
+    """
+
+    def __init__(
+        self,
+        source: AsyncIterator[Result[T, ErrInfo]],
+        *,
+        plan_for: Callable[[T], AsyncPlan[U]] | None = None,
+        on_error: Callable[[T, ErrInfo], ErrInfo] | None = None,
+        call_batch: CallBatch[T, U] | None = None,
+        concurrency: int = 1,
+        ordered: bool = True,
+        key: Callable[[T], str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        buffer: int | None = None,
+        size: int = 1,
+        max_wait: float | None = None,
+        clock: Clock = REAL_CLOCK,
+        shutdown: asyncio.Event | None = None,
+        events: EventSink = null_sink,
+        stage: str = "",
+    ) -> None:
+        self._source = source
+        self._plan_for = plan_for
+        self._on_error = on_error
+        self._call_batch = call_batch
+        self._concurrency = concurrency
+        self._ordered = ordered
+        self._key = key
+        self._plain = call_batch is None and key is None
+        self._waiting: WaitingItems[_Slot[T, U]] = WaitingItems(size, max_wait, fair=key is not None, weights=weights)
+        self._timed = size > 1 and max_wait is not None
+        default = size * max(2, concurrency)
+        if key is not None:
+            default = max(default, _FAIR_BUFFER)
+        # A full batch must fit, or a batch could only ever leave by flushing.
+        self._capacity = max(size, buffer if buffer is not None else default)
+        self._key_capacity = max(size, self._capacity // 2)
+        self._window = self._capacity + 2 * concurrency * size
+        self._low_water = self._window - max(1, self._window // 4)
+        self._size = size
+        self._clock = clock
+        self._shutdown = shutdown
+        self._events = events
+        self._stage = stage
+
+        self._queue: deque[_Slot[T, U]] = deque()  # the plain path's waiting items
+        self._lane: deque[_Slot[T, U]] = deque()
+        self._lanes: dict[str, deque[_Slot[T, U]]] = {}
+        self._ready: deque[Result[U, ErrInfo]] = deque()
+        self._outstanding = 0  # read and not yet consumed
+        self._running = 0  # calls in flight
+        self._input_done = False
+        self._flush = False  # end of input or shutdown: partial batches leave at once
+        self._upstream_error: Exception | None = None
+        self._fault: BaseException | None = None
+
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # idle workers woken that have not run yet
+        self._consumer_waiter: asyncio.Future[None] | None = None
+        self._reader_waiter: asyncio.Future[None] | None = None
+        self._timer_waiter: asyncio.Future[None] | None = None
+
+    # -- the consumer: the returned stream itself -----------------------------
+
+    async def run(self) -> AsyncIterator[Result[U, ErrInfo]]:
+        """Start the tasks, yield results as they become ready, and always clean up."""
+        loop = self._loop = asyncio.get_running_loop()
+        if self._plain:
+            tasks = [loop.create_task(self._read_plain(), name="funcpipe.stream.reader")]
+            work = self._work_plain
+        else:
+            tasks = [loop.create_task(self._read(), name="funcpipe.stream.reader")]
+            work = self._work
+        tasks += [loop.create_task(work(), name="funcpipe.stream.worker") for _ in range(self._concurrency)]
+        if self._timed:
+            tasks.append(loop.create_task(self._time(), name="funcpipe.stream.timer"))
+        if self._shutdown is not None and not self._plain:
+            tasks.append(loop.create_task(self._watch(self._shutdown), name="funcpipe.stream.shutdown"))
+        ready = self._ready
+        try:
+            while True:
+                while ready:
+                    r = ready.popleft()
+                    self._outstanding -= 1
+                    if self._reader_waiter is not None and self._outstanding <= self._low_water:
+                        _wake(self._reader_waiter)
+                    yield r
+                if self._fault is not None:
+                    raise self._fault
+                if self._input_done and not self._outstanding:
+                    break
+                self._unstall()
+                waiter = self._consumer_waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._consumer_waiter = None
+            if self._upstream_error is not None:
+                raise self._upstream_error
+        finally:
+            await _cancel_and_wait(tasks)
+            await _aclose(self._source)
+
+    def _wake_consumer(self) -> None:
+        if self._consumer_waiter is not None:
+            _wake(self._consumer_waiter)
+
+    def _pass(self, r: Err[ErrInfo]) -> None:
+        """Send an input ``Err`` on: at once, or behind the results it must follow in order."""
+        lane = self._lane
+        if self._ordered and self._key is None and lane:
+            slot: _Slot[T, U] = _Slot(None, lane)  # type: ignore[arg-type]
+            slot.result = r
+            lane.append(slot)
+            return
+        self._ready.append(r)
+        self._wake_consumer()
+
+    def _finish_input(self) -> None:
+        self._input_done = True
+        self._flush = True
+        self._wake_all_workers()
+        self._wake_timer()
+        self._wake_consumer()
+
+    async def _block(self) -> None:
+        """Wait until the consumer or a worker makes room."""
+        waiter = self._reader_waiter = self._loop.create_future()
+        self._unstall()
+        try:
+            await waiter
+        finally:
+            self._reader_waiter = None
+
+    # -- the plain path: one item per call, arrival order -----------------------
+
+    async def _read_plain(self) -> None:
+        queue = self._queue
+        lane = self._lane if self._ordered else None
+        idle = self._idle
+        window = self._window
+        capacity = self._capacity
+        try:
+            async for r in self._source:
+                while self._outstanding >= window:
+                    await self._block()
+                self._outstanding += 1
+                if isinstance(r, Err):
+                    self._pass(r)
+                    continue
+                slot: _Slot[T, U] = _Slot(r.value, lane)
+                if lane is not None:
+                    lane.append(slot)
+                queue.append(slot)
+                if idle and not self._waking:
+                    self._wake_worker()
+                while len(queue) >= capacity:
+                    await self._block()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._upstream_error = exc
+        finally:
+            self._finish_input()
+
+    async def _work_plain(self) -> None:
+        queue = self._queue
+        ready = self._ready
+        idle = self._idle
+        plan_for = self._plan_for
+        on_error = self._on_error
+        loop = self._loop
+        assert plan_for is not None
+        while True:
+            while queue:
+                slot = queue.popleft()
+                if self._reader_waiter is not None:
+                    _wake(self._reader_waiter)
+                # Wake one more worker only while none is on its way: when calls
+                # finish without suspending, one worker drains the queue alone.
+                if queue and idle and not self._waking:
+                    self._wake_worker()
+                value = slot.value
+                try:
+                    res = await plan_for(value)()
+                except Exception as exc:
+                    res = Err(user_error(exc))
+                if on_error is not None and isinstance(res, Err):
+                    res = Err(on_error(value, res.error))
+                lane = slot.lane
+                if lane is None:
+                    ready.append(res)
+                else:
+                    slot.result = res
+                    if lane[0] is not slot:
+                        continue  # it waits for the results before it
+                    lane.popleft()
+                    ready.append(res)
+                    while lane and (head := lane[0].result) is not None:
+                        lane.popleft()
+                        ready.append(head)
+                if self._consumer_waiter is not None:
+                    _wake(self._consumer_waiter)
+            if self._input_done:
+                return
+            waiter = loop.create_future()
+            idle.append(waiter)
+            await waiter
+            self._waking -= 1
+
+    # -- the general path: batches and fairness --------------------------------
+
+    async def _read(self) -> None:
+        waiting = self._waiting
+        ordered = self._ordered
+        fair_key = self._key
+        lane = self._lane
+        lanes = self._lanes
+        timed = self._timed
+        clock = self._clock
+        try:
+            async for r in self._source:
+                while self._outstanding >= self._window:
+                    await self._block()
+                self._outstanding += 1
+                if isinstance(r, Err):
+                    self._pass(r)
+                    continue
+                value = r.value
+                if fair_key is None:
+                    k = ""
+                    slot: _Slot[T, U] = _Slot(value, lane if ordered else None)
+                    if ordered:
+                        lane.append(slot)
+                    while len(waiting) >= self._capacity:
+                        await self._block()
+                else:
+                    k = fair_key(value)
+                    slot_lane = None
+                    if ordered:
+                        slot_lane = lanes.get(k)
+                        if slot_lane is None:
+                            slot_lane = lanes[k] = deque()
+                    slot = _Slot(value, slot_lane, k)
+                    if slot_lane is not None:
+                        slot_lane.append(slot)
+                    while len(waiting) >= self._capacity or waiting.waiting(k) >= self._key_capacity:
+                        await self._block()
+                now = clock.now() if timed else 0.0
+                waiting.push(slot, k, now)
+                if self._idle and not self._waking and waiting.ready(now, self._flush):
+                    self._wake_worker()
+                if timed and len(waiting) == 1:
+                    self._wake_timer()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._upstream_error = exc
+        finally:
+            self._finish_input()
+
+    def _stalled(self) -> bool:
+        # The reader waits for room that only a partial batch leaving can make:
+        # nothing is running and nothing is ready for the consumer.
+        return self._reader_waiter is not None and not self._running and not self._ready
+
+    def _unstall(self) -> None:
+        if self._stalled() and len(self._waiting):
+            self._wake_all_workers()
+
+    def _take(self) -> list[_Slot[T, U]] | None:
+        waiting = self._waiting
+        if not len(waiting):
+            return None
+        now = self._clock.now() if self._timed else 0.0
+        reason = waiting.ready(now, self._flush or self._stalled())
+        if reason is None:
+            return None
+        slots = waiting.take()
+        if self._reader_waiter is not None:
+            _wake(self._reader_waiter)
+        self._wake_timer()
+        if self._call_batch is not None:
+            self._events(
+                Event(
+                    "batch",
+                    self._stage,
+                    _item_id(slots[0].value),
+                    at=self._clock.now(),
+                    data={"items": len(slots), "reason": reason},
+                )
+            )
+        if self._idle and not self._waking and (len(waiting) >= self._size or self._flush):
+            self._wake_worker()
+        return slots
+
+    async def _work(self) -> None:
+        call_batch = self._call_batch
+        plan_for = self._plan_for
+        on_error = self._on_error
+        idle = self._idle
+        loop = self._loop
+        while True:
+            slots = self._take()
+            if slots is None:
+                if self._input_done and not len(self._waiting):
+                    return
+                waiter = loop.create_future()
+                idle.append(waiter)
+                await waiter
+                self._waking -= 1
+                continue
+            self._running += 1
+            if call_batch is not None:
+                results = await call_batch([s.value for s in slots])
+            else:
+                assert plan_for is not None
+                value = slots[0].value
+                try:
+                    res = await plan_for(value)()
+                except Exception as exc:
+                    res = Err(user_error(exc))
+                if on_error is not None and isinstance(res, Err):
+                    res = Err(on_error(value, res.error))
+                results = [res]
+            self._running -= 1
+            for slot, res in zip(slots, results, strict=True):
+                self._resolve(slot, res)
+
+    def _resolve(self, slot: _Slot[T, U], res: Result[U, ErrInfo]) -> None:
+        ready = self._ready
+        lane = slot.lane
+        if lane is None:
+            ready.append(res)
+        else:
+            slot.result = res
+            if lane[0] is not slot:
+                return  # it waits for the results before it
+            lane.popleft()
+            ready.append(res)
+            while lane and (head := lane[0].result) is not None:
+                lane.popleft()
+                ready.append(head)
+            if not lane and self._key is not None:
+                del self._lanes[slot.key]
+        self._wake_consumer()
+
+    def _wake_worker(self) -> None:
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking += 1
+                return
+
+    def _wake_all_workers(self) -> None:
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking += 1
+
+    # -- the timer and the shutdown watcher ------------------------------------
+
+    async def _time(self) -> None:
+        """Wake a worker when the oldest waiting item has waited ``max_wait``."""
+        waiting = self._waiting
+        clock = self._clock
+        while not self._flush:
+            due = waiting.due_at()
+            if due is not None and len(waiting) < self._size:
+                delay = due - clock.now()
+                if delay > 0:
+                    await clock.sleep(delay)
+                    continue
+                self._wake_worker()
+            # Nothing to time, or a due batch waits for a worker: sleep until things change.
+            waiter = self._timer_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._timer_waiter = None
+
+    def _wake_timer(self) -> None:
+        if self._timer_waiter is not None:
+            _wake(self._timer_waiter)
+
+    async def _watch(self, shutdown: asyncio.Event) -> None:
+        await shutdown.wait()
+        self._flush = True
+        self._wake_all_workers()
+        self._wake_timer()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+__all__ = ["apply_batch_policy", "apply_stream_policy", "field_key", "resolve_field"]
