@@ -122,7 +122,7 @@ def validate(
             click.echo(f"{path}: ok ({_summary(loaded)})")
     if fmt == "json":
         payload = {
-            "valid": status == 0,
+            "valid": status == 0 and not internal,
             "files": [{**r, "errors": [e.to_json() for e in r["errors"]]} for r in results],
         }
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))

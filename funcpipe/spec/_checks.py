@@ -396,7 +396,8 @@ class _Checker:
             elif name is None and key != "adapter" and not self.has_stage(stages, default_from):
                 self.error(
                     ("query",),
-                    f"query has no {key}: set `query.{key}`, or add a {default_from!r} stage with an adapter",
+                    f"query has no {key}: set `query.{key}`, or give the pipeline "
+                    f"a `{default_from}` stage with an adapter",
                     f"name an adapter providing {_port(port)}",
                 )
         policy = query.get("policy")

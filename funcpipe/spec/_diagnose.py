@@ -228,6 +228,14 @@ def _describe(
             if guess:
                 message += f" (did you mean {guess!r}?)"
         return message, _hint_for(model, rel), False
+    if kind == "too_short":
+        least = _min_length(err)
+        count = len(value) if isinstance(value, list) else 0
+        return (
+            f"should have at least {least} item{'s' if least != 1 else ''}, got {count}",
+            _hint_for(model, rel),
+            False,
+        )
     if kind in _KIND_OF_TYPE:
         return f"should be {_KIND_OF_TYPE[kind]}, got {shown}", _hint_for(model, rel), False
     msg = str(err["msg"])

@@ -281,7 +281,9 @@ def _apply_override(doc: Document, arg: str, n: int) -> list[SpecError]:
             if last:
                 target[name] = parsed.data
             else:
-                if not isinstance(target.get(name), dict | list):
+                # Only an absent or null value becomes a new mapping: replacing
+                # a written scalar would hide a mistyped path.
+                if target.get(name) is None:
                     target[name] = {}
                 target = target[name]
         elif isinstance(target, list):

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from funcpipe.errors import SpecError
 from funcpipe.spec._paths import Path, format_path
@@ -27,8 +33,8 @@ from funcpipe.spec._paths import Path, format_path
 MAX_BYTES = 4_000_000
 """Largest spec file accepted (a spec is a few kilobytes)."""
 
-MAX_NODES = 100_000
-"""Nodes constructed at most, alias expansions included."""
+MAX_NODES = 20_000
+"""Nodes constructed at most, alias expansions included (a spec has a few hundred)."""
 
 MAX_DEPTH = 64
 """Nesting depth of mappings and sequences at most."""
@@ -108,18 +114,16 @@ def _mark(file: str, m: yaml.Mark | None) -> Mark:
     return Mark(file, m.line + 1, m.column + 1)
 
 
-class _Loader(yaml.SafeLoader):
-    """A safe composer with bounded depth and no timestamp or ``=`` resolution."""
+class _BoundedComposer(Composer):
+    """PyYAML's composer with bounded nesting depth."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                event = self.peek_event()  # type: ignore[no-untyped-call]
+                event = self.peek_event()  # type: ignore[attr-defined]
                 raise yaml.composer.ComposerError(
                     None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
                 )
@@ -128,12 +132,85 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+class _Resolver(Resolver):
+    """YAML 1.1 scalar resolution without timestamps or the ``=`` value key."""
+
+
 # Dates stay strings (they must survive canonical JSON); '=' is YAML 1.1's
 # obscure "value" key, also a string here.
-_Loader.yaml_implicit_resolvers = {
+_Resolver.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag in _SCALAR_TAGS | {_MERGE}]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
+
+
+class _PyLoader(Reader, Scanner, Parser, _BoundedComposer, _Resolver):
+    """The pure-Python loader, used when PyYAML is built without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _BoundedComposer.__init__(self)
+        _Resolver.__init__(self)
+
+    def dispose(self) -> None:
+        """Release the parser's state."""
+        Parser.dispose(self)
+
+
+def _c_parser() -> type | None:
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # PyYAML built without libyaml
+        return None
+    return CParser
+
+
+_CParser = _c_parser()
+
+
+@lru_cache(maxsize=1)
+def _c_loader_class(parser: type) -> type:
+    class _CLoader(_BoundedComposer, parser, _Resolver):  # type: ignore[misc]
+        """libyaml's event parser under the bounded Python composer."""
+
+        def __init__(self, stream: str) -> None:
+            parser.__init__(self, stream)  # type: ignore[misc]
+            _BoundedComposer.__init__(self)
+            _Resolver.__init__(self)
+
+    return _CLoader
+
+
+def _loader(text: str) -> Any:
+    # libyaml parses events several times faster than pure Python; the tree
+    # is still composed in Python, where depth is bounded (libyaml's own
+    # composer recurses in C and crashes on deeply nested input).
+    if _CParser is None:
+        return _PyLoader(text)
+    return _c_loader_class(_CParser)(text)
+
+
+def _reader_error(file: str, exc: yaml.reader.ReaderError, text: str) -> SpecError:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    col = exc.position - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return SpecError(
+        f"YAML syntax error: the character {char!r} (U+{ord(char):04X}) is not allowed in YAML",
+        file=file,
+        line=line,
+        col=col,
+        hint="remove the control character; a spec is plain UTF-8 text",
+    )
+
+
+def _char_at(text: str, at: Mark) -> str:
+    lines = text.splitlines()
+    if 0 < at.line <= len(lines) and 0 < at.col <= len(lines[at.line - 1]):
+        return lines[at.line - 1][at.col - 1]
+    return ""
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError, text: str) -> SpecError:
@@ -142,15 +219,22 @@ def _yaml_error(file: str, exc: yaml.YAMLError, text: str) -> SpecError:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or problem
-        if exc.context and exc.problem and "deeper than" not in problem:
+        if exc.problem == "second occurrence" and exc.context and exc.context_mark:
+            anchor = exc.context.split(";")[0].removeprefix("found ")
+            problem = f"{anchor} (first defined at line {exc.context_mark.line + 1})"
+        elif exc.context and exc.problem and "deeper than" not in problem:
             problem = f"{problem} ({exc.context})"
     at = _mark(file, mark)
     hint = "check the indentation and the quoting around this position"
-    if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
+    if _char_at(text, at) == "\t":
         problem = "a tab character is not allowed here"
         hint = "indent YAML with spaces, never tabs"
     elif "deeper than" in problem:
         hint = "a spec is never nested this deeply; this looks like a generated or hostile file"
+    elif "'{'" in problem or "'}'" in problem:
+        hint = 'inside {...} and [...], quote values that hold braces: "${VAR}", "{{ params.x }}"'
+    elif "undefined alias" in problem or "duplicate anchor" in problem:
+        hint = "define each anchor (&name) once, before the aliases (*name) that use it"
     elif "expected a single document" in problem:
         hint = "a spec file holds one YAML document: remove the extra '---'"
     return SpecError(f"YAML syntax error: {problem}", file=file, line=at.line, col=at.col, hint=hint)
@@ -178,7 +262,8 @@ class _Builder:
         if len(path) > MAX_DEPTH:
             raise _TooBig(f"the document nests deeper than {MAX_DEPTH} levels")
         at = _mark(self.file, node.start_mark)
-        style = node.style if isinstance(node, ScalarNode) else None
+        # libyaml writes a plain style as "", PyYAML as None.
+        style = (node.style or None) if isinstance(node, ScalarNode) else None
         self.places[path] = Place(at, key or at, style)
         if id(node) in self.active:
             self._fail(path, "an alias refers to a mapping or list that contains it", at)
@@ -295,7 +380,10 @@ class _Builder:
 
     def _key(self, node: Node, path: Path, at: Mark) -> str | None:
         if not isinstance(node, ScalarNode):
-            self._fail(path, "a mapping key must be a plain string, not a list or mapping", at)
+            hint = _PLAIN_HINT
+            if isinstance(node, MappingNode) and node.flow_style:
+                hint = 'an unquoted {{ ... }} is a YAML mapping: quote templates, "{{ params.x }}"'
+            self._fail(path, "a mapping key must be a plain string, not a list or mapping", at, hint)
             return None
         if not self._check_tag(node, _SCALAR_TAGS, path, at):
             return None
@@ -328,9 +416,15 @@ def parse_yaml(text: str, file: str, *, allow_empty: bool = False) -> Document:
                 )
             ]
         )
-    loader = _Loader(text)
+    try:
+        # The reader checks for unprintable characters as it is created.
+        loader = _loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise SpecErrors([_reader_error(file, exc, text)]) from None
     try:
         node = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        raise SpecErrors([_reader_error(file, exc, text)]) from None
     except yaml.YAMLError as exc:
         raise SpecErrors([_yaml_error(file, exc, text)]) from None
     except RecursionError:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -66,7 +66,8 @@ def has_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def _private_access(tree: nodes.Template) -> tuple[str, int] | None:
+def _private_access(tree: nodes.Template) -> tuple[list[str], int] | None:
+    found: list[tuple[str, int]] = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         name: object = None
         if isinstance(node, nodes.Getattr):
@@ -77,8 +78,12 @@ def _private_access(tree: nodes.Template) -> tuple[str, int] | None:
             first = node.args[0]
             name = first.value if isinstance(first, nodes.Const) else None
         if isinstance(name, str) and name.startswith("_"):
-            return name, node.lineno
-    return None
+            found.append((name, node.lineno))
+    if not found:
+        return None
+    # The walk meets `a.b.c` outside in; list the names as they are written.
+    names = list(dict.fromkeys(name for name, _ in reversed(found)))
+    return names, min(line for _, line in found)
 
 
 @lru_cache(maxsize=256)
@@ -94,16 +99,14 @@ def _compile(source: str) -> tuple[jinja2.Template, frozenset[str]]:
         ) from None
     private = _private_access(tree)
     if private is not None:
-        name, lineno = private
+        names, lineno = private
+        listed = ", ".join(repr(n) for n in names)
         raise TemplateError(
-            f"template refused by the sandbox: attribute {name!r} is private",
+            f"template refused by the sandbox: private attribute{'s' if len(names) > 1 else ''} {listed}",
             lineno=lineno,
             hint="templates may read the values they are given, never private attributes",
         )
-    from jinja2 import meta
-
-    names = frozenset(meta.find_undeclared_variables(tree))
-    return env.from_string(tree), names
+    return env.from_string(tree), frozenset(meta.find_undeclared_variables(tree))
 
 
 def check_template(source: str) -> frozenset[str]:

@@ -1,0 +1,118 @@
+"""The JSON Schema (funcpipe/spec/schema.py) and its committed copy."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from funcpipe.spec._yaml import parse_yaml
+from funcpipe.spec.schema import EXAMPLE, build_schema, schema_json
+from tests.spec._support import VALID, load
+
+COMMITTED = Path(__file__).parents[2] / "schemas" / "funcpipe.schema.json"
+SCHEMA = build_schema()
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def _errors(document: Any) -> list[str]:
+    return [e.message for e in VALIDATOR.iter_errors(document)]
+
+
+def test_the_committed_schema_is_up_to_date() -> None:
+    assert COMMITTED.read_text(encoding="utf-8") == schema_json(), (
+        "schemas/funcpipe.schema.json is stale: run `funcpipe schema -o schemas/funcpipe.schema.json`"
+    )
+
+
+def test_the_schema_is_valid_against_its_metaschema() -> None:
+    jsonschema.Draft202012Validator.check_schema(json.loads(COMMITTED.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_every_valid_spec_validates_against_the_schema(path: Path) -> None:
+    assert _errors(parse_yaml(path.read_text(encoding="utf-8"), str(path)).data) == []
+
+
+def test_the_example_is_valid_for_the_schema_and_the_loader() -> None:
+    assert _errors(EXAMPLE) == []
+    assert load(json.dumps(EXAMPLE)).spec.name == "rag"
+
+
+def _example(**changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(EXAMPLE)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target: Any = doc
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[int(last) if last.isdigit() else last] = value
+    return doc
+
+
+def test_an_adapter_is_checked_against_its_kind() -> None:
+    assert _errors(_example(adapters__embedder={"kind": "hashing", "model": "x"}))
+
+
+def test_an_adapter_of_an_unknown_kind_is_rejected() -> None:
+    assert _errors(_example(adapters__embedder={"kind": "hashng"}))
+
+
+def test_a_stage_with_block_is_checked_against_its_use() -> None:
+    assert _errors(_example(stages__1__with={"size": 800, "glob": "*.md"}))
+
+
+def test_a_stage_kind_that_needs_an_adapter_requires_one() -> None:
+    assert _errors(_example(stages__2={"id": "embed", "use": "embed"}))
+
+
+def test_a_user_callable_stage_takes_no_with_block() -> None:
+    stage = {"id": "u", "use": "pkg.mod:fn", "with": {"x": 1}}
+    assert _errors(_example(stages__3=stage))
+
+
+@pytest.mark.parametrize("value", ["250ms", "2s", 1.5, "${TIMEOUT:-2s}"])
+def test_durations_accept_every_written_form(value: object) -> None:
+    assert _errors(_example(shutdown_timeout=value)) == []
+
+
+def test_a_timeout_may_be_a_bare_duration() -> None:
+    assert _errors(_example(policies__embed_api={"timeout": "10s"})) == []
+
+
+def test_a_number_field_accepts_a_template() -> None:
+    assert _errors(_example(stages__1__with={"size": "{{ params.size }}"})) == []
+
+
+def test_a_number_field_rejects_other_strings() -> None:
+    assert _errors(_example(stages__1__with={"size": "big"}))
+
+
+def test_adapters_are_a_union_discriminated_on_kind() -> None:
+    branches = SCHEMA["properties"]["adapters"]["additionalProperties"]
+    assert branches["discriminator"]["propertyName"] == "kind"
+    assert len(branches["oneOf"]) == len(branches["discriminator"]["mapping"])
+
+
+def test_every_field_has_a_description() -> None:
+    missing: list[str] = []
+
+    def visit(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                if "description" not in prop and name != "kind":
+                    missing.append(f"{where}.{name}")
+            for key, value in node.items():
+                # if/then rules restate fields already described; examples are data.
+                if key not in ("allOf", "examples"):
+                    visit(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                visit(value, f"{where}/{i}")
+
+    visit(SCHEMA, "#")
+    assert missing == []
