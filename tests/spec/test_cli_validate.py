@@ -156,3 +156,30 @@ def test_validating_imports_no_http_database_or_terminal_library() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, "[]"), proc.stderr
+
+
+CANARY = "canary-5ecret-9f3b1c"
+CANARY_SPEC = """\
+version: 1
+name: canary
+adapters:
+  llm: {kind: openai, model: m, api_key_env: FUNCPIPE_CANARY_KEY}
+  pg: {kind: pgvector, dsn: "${FUNCPIPE_CANARY_DSN}", table: "${FUNCPIPE_CANARY_TABLE}"}
+  mem: {kind: memory, pool: "${FUNCPIPE_CANARY_DSN}"}
+stages:
+  - {id: load, use: source.files, with: {path: docs, max_bytes: "${FUNCPIPE_CANARY_KEY}"}}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "github"])
+def test_a_secret_in_the_environment_never_appears_in_validate_output(tmp_path: Path, fmt: str) -> None:
+    spec = _write(tmp_path, "canary.yaml", CANARY_SPEC)
+    env = {
+        "FUNCPIPE_CANARY_KEY": CANARY,
+        "FUNCPIPE_CANARY_DSN": f"postgresql://u:{CANARY}@h/db",
+        "FUNCPIPE_CANARY_TABLE": f"{CANARY} table",
+    }
+    result = CliRunner(env=env).invoke(main, ["validate", "--format", fmt, str(spec)])
+    assert result.exit_code == 2
+    assert "${FUNCPIPE_CANARY_TABLE}" in result.output
+    assert CANARY not in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,25 @@ def test_every_field_has_a_description() -> None:
 
     visit(SCHEMA, "#")
     assert missing == []
+
+
+REPO = Path(__file__).parents[2]
+PUBLISHED = sorted([*REPO.glob("pipelines/**/*.y*ml"), *REPO.glob("examples/**/*.y*ml")])
+_MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<path>\S+)$")
+
+
+def test_there_are_published_specs() -> None:
+    assert PUBLISHED
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: str(p.relative_to(REPO)))
+def test_published_spec_points_editors_at_the_committed_schema(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    m = _MODELINE.match(first)
+    assert m is not None, f"{path} must begin with '# yaml-language-server: $schema=...'"
+    assert (path.parent / m["path"]).resolve() == COMMITTED.resolve()
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: str(p.relative_to(REPO)))
+def test_published_spec_validates_against_the_schema(path: Path) -> None:
+    assert _errors(parse_yaml(path.read_text(encoding="utf-8"), str(path)).data) == []
