@@ -145,10 +145,15 @@ def validate(
     help="Write the schema to this file instead of standard output.",
 )
 def schema(output: Path | None) -> None:
-    """Print the JSON Schema of a spec (for editors and CI)."""
+    """Print the JSON Schema of a spec (for editors and CI).
+
+    It covers the built-in kinds and those of installed plugins.
+    """
+    from funcpipe.registry import REGISTRY
     from funcpipe.spec.schema import schema_json
 
-    text = schema_json()
+    REGISTRY.load_entry_points()
+    text = schema_json(REGISTRY)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -16,7 +16,7 @@ from funcpipe.errors import SpecError, SpecErrors
 from funcpipe.policy.models import NO_POLICY
 from funcpipe.registry import REGISTRY, Registry
 from funcpipe.spec._checks import TEMPLATE_FIELDS, check_document, resolve_policy, template_error
-from funcpipe.spec._diagnose import pydantic_errors
+from funcpipe.spec._diagnose import pydantic_errors, show
 from funcpipe.spec._interpolate import interpolate_document, is_env_field
 from funcpipe.spec._paths import Path, format_path, parse_path
 from funcpipe.spec._yaml import Document, Mark, Place, parse_yaml, walk_strings
@@ -125,7 +125,7 @@ def load_spec_text(
             [
                 doc.error(
                     (),
-                    f"the top level must be a mapping, got {_kind(doc.data)}",
+                    f"the top level must be a mapping, got {show(doc.data)}",
                     hint="a spec is a mapping: `version: 1`, `name:`, `stages:` ...",
                 )
             ]
@@ -167,14 +167,6 @@ def load_spec_text(
     )
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__} ({value!r})"[:80]
-
-
 def _ordered(errors: list[SpecError], main: str) -> list[SpecError]:
     seen: set[tuple[str, int, int, str, str]] = set()
     out: list[SpecError] = []
@@ -203,7 +195,7 @@ def _merge_params(doc: Document, path: FsPath) -> list[SpecError]:
         return [
             extra.error(
                 (),
-                f"a params file must be a mapping, got {_kind(extra.data)}",
+                f"a params file must be a mapping, got {show(extra.data)}",
                 hint="write `name: value` lines; they are merged into `params:`",
             )
         ]
@@ -214,7 +206,7 @@ def _merge_params(doc: Document, path: FsPath) -> list[SpecError]:
         return [
             doc.error(
                 ("params",),
-                f"params should be a mapping to merge {path} into, got {_kind(params)}",
+                f"params should be a mapping to merge {path} into, got {show(params)}",
                 hint="write params as `name: value` pairs",
             )
         ]

@@ -2,7 +2,7 @@
 
 Adapter fields and stage ``with:`` blocks are kept as plain mappings here and
 validated against the registry's config models in a second pass (see
-``funcpipe.spec.validate``), so that kinds registered by plugins validate the
+``funcpipe.spec._checks``), so that kinds registered by plugins validate the
 same way as built-ins.
 """
 
