@@ -440,7 +440,7 @@ class _Engine(Generic[T, U]):
                     r = ready.popleft()
                     self._outstanding -= 1
                     if self._reader_waiter is not None and self._outstanding <= self._low_water:
-                        _wake(self._reader_waiter)
+                        self._wake_reader()
                     yield r
                 if self._fault is not None:
                     raise self._fault
@@ -458,9 +458,19 @@ class _Engine(Generic[T, U]):
             await _cancel_and_wait(tasks)
             await _aclose(self._source)
 
+    # A waiter is dropped as it is woken, so later checks cost one attribute read.
+
     def _wake_consumer(self) -> None:
-        if self._consumer_waiter is not None:
-            _wake(self._consumer_waiter)
+        waiter = self._consumer_waiter
+        if waiter is not None:
+            self._consumer_waiter = None
+            _wake(waiter)
+
+    def _wake_reader(self) -> None:
+        waiter = self._reader_waiter
+        if waiter is not None:
+            self._reader_waiter = None
+            _wake(waiter)
 
     def _pass(self, r: Err[ErrInfo]) -> None:
         """Send an input ``Err`` on: at once, or behind the results it must follow in order."""
@@ -532,7 +542,7 @@ class _Engine(Generic[T, U]):
             while queue:
                 slot = queue.popleft()
                 if self._reader_waiter is not None:
-                    _wake(self._reader_waiter)
+                    self._wake_reader()
                 # Wake one more worker only while none is on its way: when calls
                 # finish without suspending, one worker drains the queue alone.
                 if queue and idle and not self._waking:
@@ -557,7 +567,7 @@ class _Engine(Generic[T, U]):
                         lane.popleft()
                         ready.append(head)
                 if self._consumer_waiter is not None:
-                    _wake(self._consumer_waiter)
+                    self._wake_consumer()
             if self._input_done:
                 return
             waiter = loop.create_future()
@@ -635,7 +645,7 @@ class _Engine(Generic[T, U]):
             return None
         slots = waiting.take()
         if self._reader_waiter is not None:
-            _wake(self._reader_waiter)
+            self._wake_reader()
         self._wake_timer()
         if self._call_batch is not None:
             self._events(
