@@ -11,7 +11,7 @@ from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.models import NO_POLICY, Policy
 from funcpipe.ports import EmbedPort, GeneratePort, Generation, QueryHit, VectorStorePort
-from funcpipe.run.runner import RunOptions
+from funcpipe.run.runner import LazyAdapters, RunOptions
 
 
 @dataclass
@@ -83,14 +83,10 @@ async def answer_question(
     assert q is not None
     state_dir = opts.state_dir or pipeline.loaded.state_dir
     async with opts.open_resources(state_dir) as resources:
-
-        def make(name: str) -> Any:
-            ad = pipeline.adapters[name]
-            return ad.kind.load_factory()(ad.config, resources)
-
-        embedder: EmbedPort = make(embedder_name)
-        store: VectorStorePort = make(store_name)
-        generator: GeneratePort = make(gen_name)
+        adapters = LazyAdapters(pipeline, resources)
+        embedder: EmbedPort = adapters[embedder_name]
+        store: VectorStorePort = adapters[store_name]
+        generator: GeneratePort = adapters[gen_name]
         rt_embed = PolicyRuntime(embed_policy, clock=opts.clock, stage="query.embed", seed=opts.seed)
         rt_gen = PolicyRuntime(gen_policy, clock=opts.clock, stage="query.generate", seed=opts.seed)
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,30 @@ class RunOptions:
         from funcpipe.run.resources import RunResources
 
         return RunResources(state_dir=state_dir, clock=self.clock)
+
+
+class LazyAdapters(Mapping[str, Any]):
+    """The pipeline's adapters by name, each created on first use with the run's resources.
+
+    An adapter that no stage uses (the query's generator, say) is never created.
+    """
+
+    def __init__(self, pipeline: CompiledPipeline, resources: Any) -> None:
+        self._specs = pipeline.adapters
+        self._resources = resources
+        self._made: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._made:
+            ad = self._specs[name]
+            self._made[name] = ad.kind.load_factory()(ad.config, self._resources)
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
 
 
 class _EventHub:
@@ -242,7 +266,7 @@ class Runner:
 
         return [branch(q) for q in queues]
 
-    def _context(self, stage: CompiledStage, adapters: dict[str, Any]) -> StageContext:
+    def _context(self, stage: CompiledStage, adapters: LazyAdapters) -> StageContext:
         runtime = PolicyRuntime(
             stage.policy,
             clock=self.options.clock,
@@ -268,7 +292,7 @@ class Runner:
             services=services,
         )
 
-    def _build(self, tg: asyncio.TaskGroup, adapters: dict[str, Any]) -> AsyncGen[tuple[str, Item]]:
+    def _build(self, tg: asyncio.TaskGroup, adapters: LazyAdapters) -> AsyncGen[tuple[str, Item]]:
         branches: dict[str, list[AsyncGen[Item]]] = {}
 
         def take(stage_id: str) -> AsyncGen[Item]:
@@ -296,9 +320,7 @@ class Runner:
         base = str(self.pipeline.loaded.base_dir)
         if base not in sys.path:
             sys.path.insert(0, base)
-        adapters: dict[str, Any] = {}
-        for name, ad in self.pipeline.adapters.items():
-            adapters[name] = ad.kind.load_factory()(ad.config, resources)
+        adapters = LazyAdapters(self.pipeline, resources)
         async with asyncio.TaskGroup() as tg:
             final = self._build(tg, adapters)
             async with contextlib.aclosing(final()) as it:  # type: ignore[type-var]
