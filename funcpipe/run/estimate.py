@@ -106,10 +106,7 @@ def _batch_size(pipeline: CompiledPipeline, st: CompiledStage) -> int:
     cap: int | None = None
     if st.adapter:
         cap = getattr(pipeline.adapters[st.adapter].config, "max_batch", None)
-    if st.batch is not None:
-        size = st.batch.size
-    else:
-        size = {"embed": 64, "vector.upsert": 256}.get(st.kind.name, 1)
+    size = st.batch.size if st.batch is not None else {"embed": 64, "vector.upsert": 256}.get(st.kind.name, 1)
     return min(size, cap) if cap else size
 
 
