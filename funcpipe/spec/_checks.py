@@ -51,7 +51,6 @@ class Checked:
     adapters: dict[str, AdapterConfig] = field(default_factory=dict)
     adapter_kinds: dict[str, AdapterKind] = field(default_factory=dict)
     stage_configs: dict[str, BaseModel] = field(default_factory=dict)
-    stage_kinds: dict[str, StageKind] = field(default_factory=dict)
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -106,7 +105,7 @@ class _Checker:
             )
             return
         if not isinstance(kind, str):
-            self.error((*path, "kind"), f"kind should be a string, got {show(kind)}", known)
+            self.error((*path, "kind"), f"kind should be a string, got {show(kind)}", f"adapter kinds: {known}")
             return
         try:
             ak = self.registry.adapter(kind)
@@ -151,8 +150,6 @@ class _Checker:
         use = stage.get("use")
         kind = self.stage_kind(path, use) if isinstance(use, str) else None
         own_id = isinstance(sid, str) and ids.get(sid) == i
-        if kind is not None and own_id:
-            self.out.stage_kinds[str(sid)] = kind
         if kind is not None:
             self.stage_config(path, kind, stage, str(sid) if own_id else None, adapters)
             self.stage_adapter(path, kind, stage.get("adapter"), adapters)
