@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, user_error
@@ -422,17 +422,13 @@ class _Engine(Generic[T, U]):
     async def run(self) -> AsyncIterator[Result[U, ErrInfo]]:
         """Start the tasks, yield results as they become ready, and always clean up."""
         loop = self._loop = asyncio.get_running_loop()
-        if self._plain:
-            tasks = [loop.create_task(self._read_plain(), name="funcpipe.stream.reader")]
-            work = self._work_plain
-        else:
-            tasks = [loop.create_task(self._read(), name="funcpipe.stream.reader")]
-            work = self._work
-        tasks += [loop.create_task(work(), name="funcpipe.stream.worker") for _ in range(self._concurrency)]
+        read, work = (self._read_plain, self._work_plain) if self._plain else (self._read, self._work)
+        parts = [("reader", read), *(("worker", work) for _ in range(self._concurrency))]
         if self._timed:
-            tasks.append(loop.create_task(self._time(), name="funcpipe.stream.timer"))
+            parts.append(("timer", self._time))
         if self._shutdown is not None and not self._plain:
-            tasks.append(loop.create_task(self._watch(self._shutdown), name="funcpipe.stream.shutdown"))
+            parts.append(("shutdown", self._watch))
+        tasks = [loop.create_task(self._guard(part), name=f"funcpipe.stream.{name}") for name, part in parts]
         ready = self._ready
         try:
             while True:
@@ -457,6 +453,18 @@ class _Engine(Generic[T, U]):
         finally:
             await _cancel_and_wait(tasks)
             await _aclose(self._source)
+
+    async def _guard(self, part: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one task's part; a fault in it (a bug, not a failed call) is raised by the stream."""
+        # The coroutine is made here, so a task cancelled before it starts leaves none unawaited.
+        try:
+            await part()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # Kept for the consumer to raise, not re-raised here: nobody awaits the task's result.
+            self._fault = exc
+            self._wake_consumer()
 
     # A waiter is dropped as it is woken, so later checks cost one attribute read.
 
@@ -754,8 +762,9 @@ class _Engine(Generic[T, U]):
         if self._timer_waiter is not None:
             _wake(self._timer_waiter)
 
-    async def _watch(self, shutdown: asyncio.Event) -> None:
-        await shutdown.wait()
+    async def _watch(self) -> None:
+        assert self._shutdown is not None
+        await self._shutdown.wait()
         self._flush = True
         self._wake_all_workers()
         self._wake_timer()

@@ -268,6 +268,23 @@ def test_a_flood_of_input_errs_behind_a_waiting_item_does_not_deadlock() -> None
     assert out == inputs
 
 
+def test_a_fault_in_on_error_is_raised_by_the_stream() -> None:
+    svc = Service(fail=lambda _: ErrInfo(ErrCode.SERVICE_SPECIFIC, "no"))
+
+    def broken(x: int, e: ErrInfo) -> ErrInfo:
+        raise LookupError("bug in the tagger")
+
+    async def main() -> None:
+        gen = apply_batch_policy(
+            Policy(concurrency=2), source(range(5)), svc.call_batch, Batch(size=2), on_error=broken
+        )
+        with pytest.raises(LookupError, match="bug in the tagger"):
+            await drain(gen)
+        assert others() == set()
+
+    run_virtual(main())
+
+
 # --- the call-level policy, events, cleanup ---------------------------------------------
 
 

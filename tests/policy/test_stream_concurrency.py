@@ -202,6 +202,21 @@ def test_a_failing_input_stream_raises_after_what_it_gave(c: int) -> None:
     assert seen == [Ok(0), Ok(1), Ok(2)]
 
 
+@pytest.mark.parametrize("c", [1, 3])
+def test_a_fault_in_on_error_is_raised_by_the_stream(c: int) -> None:
+    svc = Service(fail=lambda _: ErrInfo(ErrCode.SERVICE_SPECIFIC, "no"))
+
+    def broken(x: int, e: ErrInfo) -> ErrInfo:
+        raise LookupError("bug in the tagger")
+
+    async def main() -> None:
+        with pytest.raises(LookupError, match="bug in the tagger"):
+            await drain(apply_stream_policy(Policy(concurrency=c), source(range(3)), svc.call, on_error=broken))
+        assert others() == set()
+
+    run_virtual(main())
+
+
 # --- backpressure and the worker pool ---------------------------------------------------
 
 
@@ -321,6 +336,20 @@ def test_a_stream_dropped_without_closing_leaves_no_task_behind() -> None:
     async def main() -> None:
         it = apply_stream_policy(Policy(concurrency=3), source(range(50)), svc.call)()
         await anext(it)
+        await it.aclose()  # type: ignore[attr-defined]
+        assert others() == set()
+
+    run_virtual(main())
+
+
+def test_cancelled_before_its_tasks_ever_ran_it_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        it = apply_stream_policy(Policy(concurrency=3), source(range(5)), Service().call)()
+        first = asyncio.ensure_future(anext(it))
+        await asyncio.sleep(0)  # the stream has made its tasks; they have not run yet
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
         await it.aclose()  # type: ignore[attr-defined]
         assert others() == set()
 
