@@ -37,7 +37,7 @@ from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.batching import WaitingItems
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink, null_sink
-from funcpipe.policy.fairness import field_key, resolve_field
+from funcpipe.policy.fairness import DeficitRoundRobin, field_key, resolve_field
 from funcpipe.policy.models import Batch, Policy
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ def apply_stream_policy(
     concurrency = policy.concurrency or 1
     if concurrency == 1 and fair_key is None:
         return _sequential(stream, plan_for, on_error)
-    weights = policy.fairness.weights if policy.fairness is not None else None
+    weights = _weights(policy)
 
     def run() -> AsyncIterator[Result[U, ErrInfo]]:
         engine: _Engine[T, U] = _Engine(
@@ -165,7 +165,7 @@ def apply_batch_policy(
         cost = len
     call = _call_batch(f, rt, on_error, cost, rate_key)
     fair_key = _fair_key(policy, key)
-    weights = policy.fairness.weights if policy.fairness is not None else None
+    weights = _weights(policy)
 
     def run() -> AsyncIterator[Result[U, ErrInfo]]:
         engine: _Engine[T, U] = _Engine(
@@ -211,6 +211,13 @@ def _fair_key(policy: Policy, key: Callable[[T], str] | None) -> Callable[[T], s
     if policy.fairness is not None:
         return field_key(policy.fairness.key)
     return None
+
+
+def _weights(policy: Policy) -> Mapping[str, float] | None:
+    if policy.fairness is None:
+        return None
+    DeficitRoundRobin(policy.fairness.weights)  # refuses bad weights now, not when the stream runs
+    return policy.fairness.weights
 
 
 def _item_id(value: object) -> str | None:

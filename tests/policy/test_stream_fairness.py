@@ -103,6 +103,13 @@ def test_a_weight_must_be_a_positive_number(w: float) -> None:
         DeficitRoundRobin({"a": w})
 
 
+def test_a_stream_policy_with_a_bad_weight_is_refused_when_built() -> None:
+    policy = Policy(concurrency=2, fairness=Fairness(key="meta.tenant", weights={"a": 0}))
+
+    with pytest.raises(ValueError, match="fairness weight for 'a' must be a positive number, got 0"):
+        apply_stream_policy(policy, source([]), Service().call)
+
+
 # --- keys from item fields -------------------------------------------------------------------
 
 
