@@ -12,17 +12,23 @@ parts apply in the order of DESIGN.md::
 Every input ``Err`` passes straight through: it never waits for a worker.
 
 How it runs: when the returned stream is first pulled it starts, inside
-itself, one reader task, a fixed pool of ``concurrency`` worker tasks (never a
+itself, one reader task, a fixed pool of ``workers`` worker tasks (never a
 task per item) and, when needed, a timer for ``max_wait`` and a watcher for
 ``shutdown``. Closing or cancelling the stream cancels and awaits every one of
-them, then closes its input, so nothing outlives it. With concurrency 1 and
+them, then closes its input, so nothing outlives it. With one worker and
 neither batching nor fairness no task is started at all.
+
+``workers`` is ``policy.concurrency`` (default 1), each running one call at a
+time. When the policy retries, the runtime takes a call slot per attempt and
+an item backing off between attempts holds none (DESIGN.md), so there are
+twice as many workers: items that wait out a backoff leave the slots to
+others, and the runtime still bounds the calls in flight.
 
 Memory: the reader stops pulling its input (backpressure) while ``window``
 items are held, read but not yet consumed downstream, where ``window`` is
-``buffer + 2 * concurrency * size``. ``buffer``, the items waiting for a
-worker, defaults to ``size * max(2, concurrency)``, and to at least 64 with
-fairness, where one key may hold at most half of it.
+``buffer + 2 * workers * size``. ``buffer``, the items waiting for a worker,
+defaults to ``size * max(2, workers)``, and to at least 64 with fairness,
+where one key may hold at most half of it.
 """
 
 from __future__ import annotations
@@ -86,8 +92,8 @@ def apply_stream_policy(
     rt = runtime if runtime is not None else _default_runtime(policy, REAL_CLOCK)
     plan_for = _plan_for(f, rt, cost, _rate_key(policy))
     fair_key = _fair_key(policy, key)
-    concurrency = policy.concurrency or 1
-    if concurrency == 1 and fair_key is None:
+    workers = _workers(policy, rt)
+    if workers == 1 and fair_key is None:
         return _sequential(stream, plan_for, on_error)
     weights = _weights(policy)
 
@@ -96,7 +102,7 @@ def apply_stream_policy(
             stream(),
             plan_for=plan_for,
             on_error=on_error,
-            concurrency=concurrency,
+            workers=workers,
             ordered=ordered,
             key=fair_key,
             weights=weights,
@@ -171,7 +177,7 @@ def apply_batch_policy(
         engine: _Engine[T, U] = _Engine(
             stream(),
             call_batch=call,
-            concurrency=policy.concurrency or 1,
+            workers=_workers(policy, rt),
             ordered=ordered,
             key=fair_key,
             weights=weights,
@@ -211,6 +217,14 @@ def _fair_key(policy: Policy, key: Callable[[T], str] | None) -> Callable[[T], s
     if policy.fairness is not None:
         return field_key(policy.fairness.key)
     return None
+
+
+def _workers(policy: Policy, rt: PolicyRuntime | None) -> int:
+    """How many worker tasks serve the policy's concurrency (see the module docs)."""
+    c = policy.concurrency or 1
+    retries = policy.retry is not None and policy.retry.max_attempts > 1
+    # Only a runtime bounding the slots itself lets workers outnumber them.
+    return 2 * c if rt is not None and retries and policy.concurrency is not None else c
 
 
 def _weights(policy: Policy) -> Mapping[str, float] | None:
@@ -371,7 +385,7 @@ class _Engine(Generic[T, U]):
         plan_for: Callable[[T], AsyncPlan[U]] | None = None,
         on_error: Callable[[T, ErrInfo], ErrInfo] | None = None,
         call_batch: CallBatch[T, U] | None = None,
-        concurrency: int = 1,
+        workers: int = 1,
         ordered: bool = True,
         key: Callable[[T], str] | None = None,
         weights: Mapping[str, float] | None = None,
@@ -387,19 +401,19 @@ class _Engine(Generic[T, U]):
         self._plan_for = plan_for
         self._on_error = on_error
         self._call_batch = call_batch
-        self._concurrency = concurrency
+        self._workers = workers
         self._ordered = ordered
         self._key = key
         self._plain = call_batch is None and key is None
         self._waiting: WaitingItems[_Slot[T, U]] = WaitingItems(size, max_wait, fair=key is not None, weights=weights)
         self._timed = size > 1 and max_wait is not None
-        default = size * max(2, concurrency)
+        default = size * max(2, workers)
         if key is not None:
             default = max(default, _FAIR_BUFFER)
         # A full batch must fit, or a batch could only ever leave by flushing.
         self._capacity = max(size, buffer if buffer is not None else default)
         self._key_capacity = max(size, self._capacity // 2)
-        self._window = self._capacity + 2 * concurrency * size
+        self._window = self._capacity + 2 * workers * size
         self._low_water = self._window - max(1, self._window // 4)
         self._size = size
         self._clock = clock
@@ -430,7 +444,7 @@ class _Engine(Generic[T, U]):
         """Start the tasks, yield results as they become ready, and always clean up."""
         loop = self._loop = asyncio.get_running_loop()
         read, work = (self._read_plain, self._work_plain) if self._plain else (self._read, self._work)
-        parts = [("reader", read), *(("worker", work) for _ in range(self._concurrency))]
+        parts = [("reader", read), *(("worker", work) for _ in range(self._workers))]
         if self._timed:
             parts.append(("timer", self._time))
         if self._shutdown is not None and not self._plain:

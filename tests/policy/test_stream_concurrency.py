@@ -412,6 +412,32 @@ def test_without_a_runtime_the_policy_s_retry_still_applies() -> None:
     assert run_virtual(drain(apply_stream_policy(policy, source(range(3)), flaky))) == [Ok(0), Ok(1), Ok(2)]
 
 
+def test_an_item_backing_off_leaves_its_call_slot_to_the_others() -> None:
+    svc = Service(latency=lambda _: 1.0)
+    attempts: dict[int, int] = {}
+
+    def first_attempt_of_0_fails(x: int) -> AsyncPlan[int]:
+        call = svc.call(x)
+
+        async def run() -> Result[int, ErrInfo]:
+            res = await call()
+            attempts[x] = attempts.get(x, 0) + 1
+            return Err(ErrInfo(ErrCode.TRANSIENT, "503")) if x == 0 and attempts[x] == 1 else res
+
+        return run
+
+    retry = Retry(max_attempts=2, backoff=Backoff(kind="fixed", initial=10.0), jitter="none")
+    policy = Policy(concurrency=2, retry=retry)
+    gen = apply_stream_policy(policy, source(range(6)), first_attempt_of_0_fails, runtime=PolicyRuntime(policy))
+
+    out = run_virtual(timed(gen))
+
+    assert [r for _, r in out] == [Ok(i) for i in range(6)]
+    assert svc.max_in_flight == 2
+    assert max(t for t, v in svc.ends if v != 0) == 3.0  # the five others ran while 0 backed off
+    assert out[0][0] == 12.0
+
+
 def test_events_of_the_runtime_carry_the_stage_and_item() -> None:
     log = EventLog()
     policy = Policy(concurrency=2)
