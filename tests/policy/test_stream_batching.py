@@ -87,6 +87,46 @@ def test_with_a_free_worker_a_batch_leaves_when_full_or_max_wait_after_its_first
             assert arrivals[svc.starts[k + 1][1][0]] >= start  # it took everything that had arrived
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(min_value=0, max_value=2)), max_size=40),
+    st.integers(min_value=1, max_value=5),
+    st.sampled_from([None, 0.5, 2.5]),
+    st.integers(min_value=1, max_value=4),
+    st.booleans(),
+    st.booleans(),
+)
+def test_every_input_comes_out_exactly_once_whatever_the_policy(
+    spec: list[tuple[str, bool, int]], size: int, max_wait: float | None, c: int, fair: bool, ordered: bool
+) -> None:
+    inputs: list[Result[Any, ErrInfo]] = [
+        Err(ErrInfo(ErrCode.BAD_INPUT, str(i))) if bad else Ok((k, i)) for i, (k, bad, _) in enumerate(spec)
+    ]
+    arrivals = arrivals_of([gap for _, _, gap in spec])
+    svc = Service(latency=lambda b: len(b) % 3)
+    gen = apply_batch_policy(
+        Policy(concurrency=c),
+        Source(inputs, arrivals),
+        svc.call_batch,
+        Batch(size=size, max_wait=max_wait),
+        key=(lambda x: x[0]) if fair else None,
+        ordered=ordered,
+    )
+
+    out = run_virtual(drain(gen))
+
+    assert sorted(map(repr, out)) == sorted(map(repr, inputs))
+    assert svc.max_in_flight <= c
+    assert all(1 <= len(b) <= size for b in svc.batches)
+    if ordered and not fair:
+        assert out == inputs
+    if ordered and fair:
+        for k in "abc":
+            assert [r for r in out if isinstance(r, Ok) and r.value[0] == k] == [
+                r for r in inputs if isinstance(r, Ok) and r.value[0] == k
+            ]
+
+
 # --- timing on virtual time -------------------------------------------------------------
 
 
