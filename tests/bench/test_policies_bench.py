@@ -22,7 +22,7 @@ STAGES = (
 )
 LIMITED = r"[\d,]+\.\d/s \(\d+\.\d% of configured\)"
 REPORT = re.compile(
-    r"items: 300 \(300 through the slower chains\), stages: 4, concurrency: 16, best of 1\n"
+    r"items: 300 \(300 through aiostream and the PolicyRuntime\), stages: 4, concurrency: 16, best of 1\n"
     r"pure map stages\n"
     rf"  funcpipe async_gen_map: {RATE}\n"
     rf"  hand-written async generators: {RATE}\n"
