@@ -284,7 +284,10 @@ def _call_batch(
         except Exception as exc:
             res = Err(user_error(exc))
         if isinstance(res, Ok):
-            results = list(res.value)
+            try:
+                results = list(res.value)
+            except TypeError:  # a malformed answer, like a wrong count: the service's fault
+                results = []
             if len(results) == len(values):
                 if on_error is None:
                     return results

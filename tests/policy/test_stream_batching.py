@@ -267,6 +267,18 @@ def test_a_result_list_of_the_wrong_length_fails_each_item() -> None:
     assert out[0].error.msg == "the batch call returned 2 results for 3 items"  # type: ignore[union-attr]
 
 
+def test_a_batch_value_that_is_no_list_fails_each_item() -> None:
+    def odd(values: Sequence[int]) -> AsyncPlan[Sequence[Result[int, ErrInfo]]]:
+        async def run() -> Result[Any, ErrInfo]:
+            return Ok(42)
+
+        return run
+
+    out = run_virtual(drain(apply_batch_policy(Policy(), source(range(2)), odd, Batch(size=2))))
+
+    assert [r.error.code for r in out] == [ErrCode.SERVICE_SPECIFIC] * 2  # type: ignore[union-attr]
+
+
 def test_an_exception_from_the_batch_call_fails_each_item_as_user_code() -> None:
     def broken(values: Sequence[int]) -> AsyncPlan[Sequence[Result[int, ErrInfo]]]:
         raise ZeroDivisionError
