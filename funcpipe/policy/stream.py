@@ -439,6 +439,7 @@ class _Engine(Generic[T, U]):
         self._waking = 0  # idle workers woken that have not run yet
         self._consumer_waiter: asyncio.Future[None] | None = None
         self._reader_waiter: asyncio.Future[None] | None = None
+        self._for_window = False  # what the reader waits for: room in the window, or among the waiting items
         self._timer_waiter: asyncio.Future[None] | None = None
 
     # -- the consumer: the returned stream itself -----------------------------
@@ -459,7 +460,7 @@ class _Engine(Generic[T, U]):
                 while ready:
                     r = ready.popleft()
                     self._outstanding -= 1
-                    if self._reader_waiter is not None and self._outstanding <= self._low_water:
+                    if self._reader_waiter is not None and self._for_window and self._outstanding <= self._low_water:
                         self._wake_reader()
                     yield r
                 if self._fault is not None:
@@ -522,8 +523,9 @@ class _Engine(Generic[T, U]):
         self._wake_timer()
         self._wake_consumer()
 
-    async def _block(self) -> None:
-        """Wait until the consumer or a worker makes room."""
+    async def _block(self, *, for_window: bool) -> None:
+        """Wait for room: in the window (the consumer makes it) or among the waiting items (a worker does)."""
+        self._for_window = for_window
         waiter = self._reader_waiter = self._loop.create_future()
         self._unstall()
         try:
@@ -542,7 +544,7 @@ class _Engine(Generic[T, U]):
         try:
             async for r in self._source:
                 while self._outstanding >= window:
-                    await self._block()
+                    await self._block(for_window=True)
                 self._outstanding += 1
                 if isinstance(r, Err):
                     self._pass(r)
@@ -554,7 +556,7 @@ class _Engine(Generic[T, U]):
                 if idle and not self._waking:
                     self._wake_worker()
                 while len(queue) >= capacity:
-                    await self._block()
+                    await self._block(for_window=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -573,7 +575,7 @@ class _Engine(Generic[T, U]):
         while True:
             while queue:
                 slot = queue.popleft()
-                if self._reader_waiter is not None:
+                if self._reader_waiter is not None and not self._for_window:
                     self._wake_reader()
                 # Wake one more worker only while none is on its way: when calls
                 # finish without suspending, one worker drains the queue alone.
@@ -620,7 +622,7 @@ class _Engine(Generic[T, U]):
         try:
             async for r in self._source:
                 while self._outstanding >= self._window:
-                    await self._block()
+                    await self._block(for_window=True)
                 self._outstanding += 1
                 if isinstance(r, Err):
                     self._pass(r)
@@ -632,7 +634,7 @@ class _Engine(Generic[T, U]):
                     if ordered:
                         lane.append(slot)
                     while len(waiting) >= self._capacity:
-                        await self._block()
+                        await self._block(for_window=False)
                 else:
                     k = fair_key(value)
                     slot_lane = None
@@ -644,7 +646,7 @@ class _Engine(Generic[T, U]):
                     if slot_lane is not None:
                         slot_lane.append(slot)
                     while len(waiting) >= self._capacity or waiting.waiting(k) >= self._key_capacity:
-                        await self._block()
+                        await self._block(for_window=False)
                 now = clock.now() if timed else 0.0
                 waiting.push(slot, k, now)
                 if self._idle and not self._waking and waiting.ready(now, self._flush):
@@ -676,7 +678,7 @@ class _Engine(Generic[T, U]):
         if reason is None:
             return None
         slots = waiting.take()
-        if self._reader_waiter is not None:
+        if self._reader_waiter is not None and not self._for_window:
             self._wake_reader()
         self._wake_timer()
         if self._call_batch is not None:
