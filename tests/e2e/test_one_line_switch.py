@@ -9,6 +9,7 @@ only through ``DATABASE_URL``, as if it were external.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -137,6 +138,22 @@ def test_example_differs_from_rag_by_its_adapter_line_only(example: str) -> None
     assert len(changes) == 1, changes
     old, new = changes[0]
     assert old.startswith(SWITCHED[example]) and new.startswith(SWITCHED[example])
+
+
+@pytest.mark.parametrize("example", sorted(SWITCHED))
+def test_readme_shows_the_example_diff_as_it_is(example: str) -> None:
+    diff = difflib.unified_diff(
+        RAG.read_text(encoding="utf-8").splitlines(),
+        (REPO / "examples" / example).read_text(encoding="utf-8").splitlines(),
+        "pipelines/rag.yaml",
+        f"examples/{example}",
+        n=0,
+        lineterm="",
+    )
+    section = (
+        (REPO / "README.md").read_text(encoding="utf-8").split("## Switching providers\n", 1)[1].split("\n## ", 1)[0]
+    )
+    assert "```diff\n" + "\n".join(diff) + "\n```\n" in section
 
 
 # -- the providers, run ----------------------------------------------------------------------
