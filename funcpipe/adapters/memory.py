@@ -1,0 +1,200 @@
+"""The ``memory`` vector store: the `VectorStorePort` contract of ``pgvector``, in process.
+
+It answers exactly what an exact-scan ``pgvector`` table answers for the
+same calls: vectors are kept as float32 as pgvector keeps them, metadata as
+its JSON round trip, queries rank by cosine distance with ties broken by id,
+filters follow jsonb containment, and writes before `ensure`, with the wrong
+dimension or with values PostgreSQL refuses fail with ``DB_ERROR``. The data
+lives as long as the store object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from funcpipe.adapters.config import MemoryConfig
+from funcpipe.adapters.resources import Resources
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_pure
+from funcpipe.ports import Embedding, Fingerprint, QueryHit, VectorRecord
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    source_id: str
+    text: str
+    meta: dict[str, object]
+    embedding: array[float]
+    norm: float
+
+
+def contains(container: object, contained: object) -> bool:
+    """jsonb containment (``container @> contained``) for JSON-like Python values.
+
+    Objects contain objects whose every key they have with a contained
+    value; arrays contain arrays whose every element some element contains;
+    scalars are equal. ``true`` is not ``1``, as in JSON.
+    """
+    if isinstance(contained, Mapping):
+        return isinstance(container, Mapping) and all(
+            k in container and contains(container[k], v) for k, v in contained.items()
+        )
+    if isinstance(contained, list):
+        return isinstance(container, list) and all(any(contains(c, v) for c in container) for v in contained)
+    if isinstance(container, Mapping | list):
+        return False
+    if isinstance(contained, bool) or isinstance(container, bool):
+        return type(contained) is type(container) and contained == container
+    return container == contained
+
+
+def _json_roundtrip(value: Mapping[str, object]) -> dict[str, object]:
+    loaded = json.loads(json.dumps(dict(value), default=str, ensure_ascii=False, allow_nan=False))
+    return dict(loaded)
+
+
+class MemoryStore:
+    """A `VectorStorePort` held in a dict.
+
+    Args:
+        name: shown in messages, like a table name.
+    """
+
+    def __init__(self, name: str = "memory") -> None:
+        self._name = name
+        self._fingerprint: Fingerprint | None = None
+        self._rows: dict[str, _Row] = {}
+
+    def _plan(self, body: Callable[[Fingerprint], Result[T, ErrInfo]]) -> AsyncPlan[T]:
+        async def run() -> Result[T, ErrInfo]:
+            if self._fingerprint is None:
+                return Err(
+                    ErrInfo(
+                        ErrCode.DB_ERROR,
+                        f"store {self._name} does not exist yet: run the ingest pipeline first "
+                        "(its vector.upsert creates it)",
+                    )
+                )
+            return body(self._fingerprint)
+
+        return run
+
+    def ensure(self, fingerprint: Fingerprint) -> AsyncPlan[None]:
+        """Record ``fingerprint`` on first use; a different one later is ``SERVICE_SPECIFIC``."""
+
+        async def run() -> Result[None, ErrInfo]:
+            if self._fingerprint is None:
+                self._fingerprint = fingerprint
+            elif self._fingerprint != fingerprint:
+                return Err(
+                    ErrInfo(
+                        ErrCode.SERVICE_SPECIFIC,
+                        f"store {self._name} holds vectors from embedder {self._fingerprint}, but the configured "
+                        f"embedder is {fingerprint}; vectors of different embedders cannot be compared. "
+                        "Fix: use a new store",
+                        {"stored": str(self._fingerprint), "configured": str(fingerprint), "table": self._name},
+                    )
+                )
+            return Ok(None)
+
+        return run
+
+    def upsert(self, records: Sequence[VectorRecord]) -> AsyncPlan[int]:
+        """Insert or replace ``records`` by id, all or none; returns the rows inserted or changed."""
+        latest = {r.id: r for r in records}
+        if not latest:
+            return async_pure(0)
+
+        def body(fingerprint: Fingerprint) -> Result[int, ErrInfo]:
+            staged: dict[str, _Row] = {}
+            for r in latest.values():
+                row = _row(r, fingerprint.dim)
+                if isinstance(row, Err):
+                    return row
+                staged[r.id] = row.value
+            changed = [rid for rid, row in staged.items() if self._rows.get(rid) != row]
+            for rid in changed:
+                self._rows[rid] = staged[rid]
+            return Ok(len(changed))
+
+        return self._plan(body)
+
+    def delete_stale(self, source_id: str, keep_ids: Sequence[str]) -> AsyncPlan[int]:
+        """Delete the rows of ``source_id`` whose id is not in ``keep_ids``; returns how many."""
+        keep = set(keep_ids)
+
+        def body(_fp: Fingerprint) -> Result[int, ErrInfo]:
+            stale = [rid for rid, row in self._rows.items() if row.source_id == source_id and rid not in keep]
+            for rid in stale:
+                del self._rows[rid]
+            return Ok(len(stale))
+
+        return self._plan(body)
+
+    def query(
+        self, vector: Embedding, top_k: int, filter: Mapping[str, object] | None = None
+    ) -> AsyncPlan[list[QueryHit]]:
+        """The ``top_k`` rows nearest ``vector`` by exact cosine distance, best first, ties by id."""
+        q = array("f", vector)
+        q_norm = math.sqrt(math.fsum(x * x for x in q))
+        wanted = _json_roundtrip(filter) if filter else None
+
+        def body(fingerprint: Fingerprint) -> Result[list[QueryHit], ErrInfo]:
+            if len(q) != fingerprint.dim:
+                return Err(ErrInfo(ErrCode.DB_ERROR, f"different vector dimensions {fingerprint.dim} and {len(q)}"))
+            ranked: list[tuple[bool, float, str]] = []
+            for rid, row in self._rows.items():
+                if wanted is not None and not contains(row.meta, wanted):
+                    continue
+                distance = _cosine_distance(q, q_norm, row)
+                undefined = math.isnan(distance)
+                ranked.append((undefined, 0.0 if undefined else distance, rid))
+            ranked.sort()
+            hits: list[QueryHit] = []
+            for undefined, distance, rid in ranked[:top_k]:
+                row = self._rows[rid]
+                # A zero vector has no direction: call it unrelated, as pgvector's NaN is.
+                score = 0.0 if undefined else 1.0 - distance
+                hits.append(QueryHit(rid, row.source_id, row.text, score, dict(row.meta)))
+            return Ok(hits)
+
+        return self._plan(body)
+
+    def count(self) -> AsyncPlan[int]:
+        """The number of rows."""
+        return self._plan(lambda _fp: Ok(len(self._rows)))
+
+
+def _row(record: VectorRecord, dim: int) -> Ok[_Row] | Err[ErrInfo]:
+    """A record as pgvector would store it, or the error PostgreSQL would give."""
+    values = array("f", record.embedding)
+    if len(values) != dim:
+        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: expected {dim} dimensions, not {len(values)}"))
+    if not all(math.isfinite(x) for x in values):
+        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: NaN or infinite values are not allowed in vector"))
+    if "\x00" in record.text or "\x00" in record.source_id:
+        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: text cannot contain NUL (0x00) characters"))
+    try:
+        meta = _json_roundtrip(record.meta)
+    except ValueError as exc:
+        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: meta is not valid JSON: {exc}"))
+    norm = math.sqrt(math.fsum(x * x for x in values))
+    return Ok(_Row(record.source_id, record.text, meta, values, norm))
+
+
+def _cosine_distance(q: array[float], q_norm: float, row: _Row) -> float:
+    if q_norm == 0.0 or row.norm == 0.0:
+        return math.nan
+    dot = math.fsum(a * b for a, b in zip(q, row.embedding, strict=True))
+    return 1.0 - dot / (q_norm * row.norm)
+
+
+def create(config: MemoryConfig, resources: Resources) -> MemoryStore:
+    """The adapter factory: an empty `MemoryStore`."""
+    return MemoryStore()
