@@ -417,7 +417,6 @@ class _Engine(Generic[T, U]):
         self._capacity = max(size, buffer if buffer is not None else default)
         self._key_capacity = max(size, self._capacity // 2)
         self._window = self._capacity + 2 * workers * size
-        self._low_water = self._window - max(1, self._window // 4)
         self._size = size
         self._clock = clock
         self._shutdown = shutdown
@@ -439,7 +438,7 @@ class _Engine(Generic[T, U]):
         self._waking = 0  # idle workers woken that have not run yet
         self._consumer_waiter: asyncio.Future[None] | None = None
         self._reader_waiter: asyncio.Future[None] | None = None
-        self._for_window = False  # what the reader waits for: room in the window, or among the waiting items
+        self._for_window = False  # the reader waits for room in the window, which only the consumer makes
         self._timer_waiter: asyncio.Future[None] | None = None
 
     # -- the consumer: the returned stream itself -----------------------------
@@ -460,7 +459,7 @@ class _Engine(Generic[T, U]):
                 while ready:
                     r = ready.popleft()
                     self._outstanding -= 1
-                    if self._reader_waiter is not None and self._for_window and self._outstanding <= self._low_water:
+                    if self._reader_waiter is not None and self._for_window:
                         self._wake_reader()
                     yield r
                 if self._fault is not None:
@@ -524,7 +523,7 @@ class _Engine(Generic[T, U]):
         self._wake_consumer()
 
     async def _block(self, *, for_window: bool) -> None:
-        """Wait for room: in the window (the consumer makes it) or among the waiting items (a worker does)."""
+        """Wait for room: in the window (the consumer makes it) or among the waiting items (workers do)."""
         self._for_window = for_window
         waiter = self._reader_waiter = self._loop.create_future()
         self._unstall()
@@ -575,7 +574,8 @@ class _Engine(Generic[T, U]):
         while True:
             while queue:
                 slot = queue.popleft()
-                if self._reader_waiter is not None and not self._for_window:
+                # Waking a reader that waits for the window too keeps it close behind: measurably faster.
+                if self._reader_waiter is not None:
                     self._wake_reader()
                 # Wake one more worker only while none is on its way: when calls
                 # finish without suspending, one worker drains the queue alone.
@@ -678,7 +678,7 @@ class _Engine(Generic[T, U]):
         if reason is None:
             return None
         slots = waiting.take()
-        if self._reader_waiter is not None and not self._for_window:
+        if self._reader_waiter is not None:
             self._wake_reader()
         self._wake_timer()
         if self._call_batch is not None:
