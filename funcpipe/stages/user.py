@@ -28,7 +28,7 @@ def _call_plan(fn: Callable[..., Any], item: Item, kwargs: dict[str, object]) ->
         try:
             out = fn(item, **kwargs)
             if is_async or inspect.isawaitable(out):
-                out = await out  # type: ignore[misc]
+                out = await out
             return Ok(out)
         except Exception as exc:
             return Err(user_error(exc))
