@@ -49,6 +49,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,14 @@ class TimedServer(OpenAIServer):
 
     def handle(self, request: Recorded) -> Reply:
         """Answer as the OpenAI server does, timing the answer."""
-        arrived = time.perf_counter()
+        arrived = time.time()
         reply = super().handle(request)
         with self._times_lock:
-            self.times.append((arrived, time.perf_counter()))
+            self.times.append((arrived, time.time()))
         return reply
 
     def window(self, since: int) -> tuple[float, float] | None:
-        """First arrival and last answer of the requests after the first ``since``."""
+        """First arrival and last answer (epoch seconds) of the requests after the first ``since``."""
         with self._times_lock:
             times = self.times[since:]
         if not times:
@@ -100,7 +101,7 @@ class TimedServer(OpenAIServer):
 
 @dataclass(frozen=True)
 class Run:
-    """One ``funcpipe run``: when its process started and ended, what the server saw, and its report."""
+    """One ``funcpipe run``: when its process started and ended (epoch seconds), what the server saw, its report."""
 
     started: float
     ended: float
@@ -118,6 +119,11 @@ class Run:
     def wall(self) -> float:
         """Seconds the run itself took, as the runner measured it (its report's ``duration_s``)."""
         return float(self.report["duration_s"])
+
+    @property
+    def run_started(self) -> float:
+        """When the run itself started (epoch seconds), from its report."""
+        return datetime.fromisoformat(self.report["started_at"]).timestamp()
 
 
 def write_corpus(directory: Path, docs: int, chars: int, seed: int) -> None:
@@ -188,7 +194,7 @@ def run_once(spec: Path, server: TimedServer, report: Path) -> Run:
     before = server.count("/embeddings")
     throttled_before = server.statuses[429]
     env = {**os.environ, KEY_ENV: KEY}
-    started = time.perf_counter()
+    started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "funcpipe", "run", str(spec), "--quiet", "--report", str(report)],
         capture_output=True,
@@ -196,7 +202,7 @@ def run_once(spec: Path, server: TimedServer, report: Path) -> Run:
         env=env,
         check=False,
     )
-    ended = time.perf_counter()
+    ended = time.time()
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"funcpipe run exited with {proc.returncode}")
@@ -245,9 +251,12 @@ def summarize(args: argparse.Namespace, setup: float, first: Run, second: Run) -
     ]
     if first.window is not None:
         begin, end = first.window
+        run_end = first.run_started + first.wall
         lines.append(
-            f"  process start to first request {begin - first.started:.2f} s, embedding {end - begin:.2f} s, "
-            f"last answer to process exit {first.ended - end:.2f} s"
+            f"  to the first request: {begin - first.started:.2f} s from the process start, "
+            f"{begin - first.run_started:.2f} s from the run's; embedding {end - begin:.2f} s; "
+            f"from the last answer: {run_end - end:.2f} s to the run's end, "
+            f"{first.ended - end:.2f} s to the process exit"
         )
     throttled = f"429s: {first.throttled}"
     if args.policy_rate == args.rate:

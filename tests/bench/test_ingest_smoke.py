@@ -17,7 +17,8 @@ REPORT = re.compile(
     rf"setup \(initdb of the embedded PostgreSQL, not timed\): {NUM} s\n"
     rf"ideal: {NUM} s = \d+ requests / min\(20/s, 2 / 1 ms = 2000/s\) \(rate-bound\)\n"
     rf"first run: {NUM} s wall, {NUM}x ideal \(target <= 1\.1x: (ok|missed)\); process {NUM} s, {NUM}x ideal\n"
-    rf"  process start to first request {NUM} s, embedding {NUM} s, last answer to process exit {NUM} s\n"
+    rf"  to the first request: {NUM} s from the process start, -?{NUM} s from the run's; embedding {NUM} s; "
+    rf"from the last answer: -?{NUM} s to the run's end, {NUM} s to the process exit\n"
     r"requests: \d+ \(\d+ calls, \d+ retries\), 429s: \d+ \(target 0: (ok|missed)\)\n"
     rf"second run \(unchanged corpus\): {NUM} s wall, process {NUM} s, 0 requests \(target 0: ok\)\n"
 )
