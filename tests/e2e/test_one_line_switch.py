@@ -268,3 +268,19 @@ def test_postgres_variant_starts_no_embedded_server(postgres_run: tuple[Outcome,
 def test_postgres_variant_answers_from_the_external_server(postgres_run: tuple[Outcome, list[dict[str, Any]]]) -> None:
     done, _ = postgres_run
     assert done.answer["sources"][0]["meta"]["path"] == ANSWERING_DOC
+
+
+# -- a rejected key ------------------------------------------------------------------------
+
+
+def test_a_rejected_key_is_dead_lettered_as_auth_without_the_key(tmp_path: Path) -> None:
+    project = project_for(tmp_path, "rag-openai.yaml")
+    # This server echoes a wrong key in full in its 401 message, as some compatible servers do.
+    with OpenAIServer(api_key="sk-the-right-key-0000", echo_key=True) as server:
+        environ = env(OPENAI_BASE_URL=server.url, OPENAI_API_KEY=CANARY)
+        ran = funcpipe("run", str(project / "examples" / "rag-openai.yaml"), environ=environ)
+    dead = project / "examples" / ".funcpipe" / "rag.dead.jsonl"
+    assert ran.returncode == 1, ran.stderr
+    assert {json.loads(line)["error"]["code"] for line in dead.read_text(encoding="utf-8").splitlines()} == {"AUTH"}
+    assert CANARY not in ran.stdout + ran.stderr
+    assert files_containing(project, CANARY) == []
