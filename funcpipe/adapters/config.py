@@ -32,6 +32,14 @@ class HashingConfig(AdapterConfig):
     char_ngrams: tuple[int, int] = Field((3, 5), description="Character n-gram sizes, inclusive range.")
     word_ngrams: int = Field(2, ge=1, le=3, description="Word n-grams up to this size (2 = unigrams and bigrams).")
 
+    @field_validator("char_ngrams")
+    @classmethod
+    def _char_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not 1 <= lo <= hi <= 10:
+            raise ValueError(f"char_ngrams must be [lo, hi] with 1 <= lo <= hi <= 10, got [{lo}, {hi}]")
+        return v
+
 
 class _HTTPConfig(AdapterConfig):
     base_url: str = Field(..., description="Base URL of the API.")

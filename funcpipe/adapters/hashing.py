@@ -79,8 +79,6 @@ class HashingEmbedder:
 
     def __init__(self, config: HashingConfig) -> None:
         lo, hi = config.char_ngrams
-        if not 1 <= lo <= hi:
-            raise ValueError(f"char_ngrams must be a range (lo, hi) with 1 <= lo <= hi, got {config.char_ngrams}")
         self._config = config
         self._dim = config.dim
         self._char_sizes = tuple(range(lo, hi + 1))

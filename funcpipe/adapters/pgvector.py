@@ -365,9 +365,8 @@ class PgvectorStore:
         changed: rewriting identical content counts zero and writes nothing.
         """
         latest = {r.id: r for r in records}
-        rows = [
-            (r.id, r.source_id, r.text, _meta_json(r.meta), [float(x) for x in r.embedding]) for r in latest.values()
-        ]
+        # The vector codec checks and converts the values (array("f", ...)).
+        rows = [(r.id, r.source_id, r.text, _meta_json(r.meta), r.embedding) for r in latest.values()]
 
         if not rows:
             return async_pure(0)
