@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, async_gen_from_iterable
 from funcpipe.policy import Batch, EventLog, Policy, PolicyRuntime
+from funcpipe.policy.batching import WaitingItems
 from funcpipe.policy.models import RateLimit
 from funcpipe.policy.stream import apply_batch_policy
 from funcpipe.testing import run_virtual
@@ -27,6 +29,61 @@ def arrivals_of(gaps: Sequence[int]) -> list[float]:
         t += g
         out.append(t)
     return out
+
+
+# --- WaitingItems: when a batch may leave --------------------------------------------------
+
+
+def test_a_full_batch_may_leave_at_once() -> None:
+    waiting: WaitingItems[int] = WaitingItems(2, max_wait=5.0)
+    waiting.push(0, now=0.0)
+    assert waiting.ready(0.0) is None
+    waiting.push(1, now=0.0)
+
+    assert waiting.ready(0.0) == "full"
+
+
+def test_a_partial_batch_may_leave_max_wait_after_its_oldest_item() -> None:
+    waiting: WaitingItems[int] = WaitingItems(10, max_wait=5.0)
+    waiting.push(0, now=1.0)
+    waiting.push(1, now=3.0)
+
+    assert waiting.due_at() == 6.0
+    assert [waiting.ready(t) for t in (5.9, 6.0)] == [None, "max_wait"]
+
+
+def test_a_flush_lets_a_partial_batch_leave_and_nothing_leaves_an_empty_buffer() -> None:
+    waiting: WaitingItems[int] = WaitingItems(10)
+    assert waiting.ready(0.0, flush=True) is None
+    waiting.push(0)
+
+    assert (waiting.ready(1e9), waiting.ready(0.0, flush=True)) == (None, "flush")
+
+
+def test_take_hands_out_at_most_size_items_oldest_first() -> None:
+    waiting: WaitingItems[int] = WaitingItems(3)
+    for i in range(5):
+        waiting.push(i)
+
+    assert (waiting.take(), waiting.take(), len(waiting)) == ([0, 1, 2], [3, 4], 0)
+
+
+def test_a_fair_buffer_takes_keys_in_turn_and_times_its_oldest_item() -> None:
+    waiting: WaitingItems[str] = WaitingItems(4, max_wait=1.0, fair=True)
+    for i, (k, t) in enumerate([("a", 2.0), ("a", 2.0), ("a", 2.0), ("b", 3.0), ("b", 3.0)]):
+        waiting.push(f"{k}{i}", k, now=t)
+
+    assert (waiting.waiting("a"), waiting.due_at()) == (3, 3.0)
+    assert waiting.take() == ["a0", "b3", "a1", "b4"]
+
+
+@pytest.mark.parametrize(
+    ("size", "max_wait", "message"),
+    [(0, None, "a batch size must be >= 1, got 0"), (1, -1.0, "max_wait cannot be negative, got -1.0")],
+)
+def test_a_bad_size_or_wait_is_refused(size: int, max_wait: float | None, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WaitingItems(size, max_wait)
 
 
 # --- laws ---------------------------------------------------------------------------
