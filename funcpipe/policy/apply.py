@@ -173,6 +173,8 @@ class PolicyRuntime:
                         late = await self._await_turn(place, attempt, deadline, item_id, cost, key)
                         if late is not None:
                             return late
+                    if deadline is not None and self.clock.now() >= deadline:
+                        return _Late(_too_late(deadline, "the call could start", "start"))
                     admission = self.breaker.admit(item_id) if self.breaker is not None else None
                     if isinstance(admission, ErrInfo):
                         if self._reset_reachable(deadline):
@@ -222,8 +224,8 @@ class PolicyRuntime:
     async def _take_slot(self, deadline: float | None) -> bool:
         if self.slots is None:
             return True
-        if deadline is None:
-            await self.slots.acquire()
+        if deadline is None or not self.slots.locked():
+            await self.slots.acquire()  # a free slot is taken without suspending
             return True
         try:
             async with asyncio.timeout(deadline - self.clock.now()):

@@ -162,3 +162,13 @@ def test_no_timeout_error_or_cancellation_reaches_the_caller_on_expiry(attempt: 
     result = run_virtual(apply_policy(policy, sleeper(100)))
 
     assert isinstance(result, Err) and result.error.code == ErrCode.TIMEOUT
+
+
+def test_a_zero_total_deadline_makes_no_call() -> None:
+    service = Service()
+
+    result = run_virtual(apply_policy(Policy(timeout=Timeout(total=0.0)), service.plan()))
+
+    assert isinstance(result, Err)
+    assert (result.error.code, result.error.meta["attempts"]) == (ErrCode.TIMEOUT, 0)
+    assert service.calls == 0
