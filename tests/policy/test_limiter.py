@@ -223,6 +223,24 @@ def test_no_period_starts_more_than_requests_plus_burst_minus_one(
 
 @PROPERTIES
 @given(limit=LIMITS, data=st.data())
+def test_a_period_over_the_bound_holds_a_single_oversized_call(
+    limit: tuple[int, float, int], data: st.DataObject
+) -> None:
+    requests, per, burst = limit
+    bound = requests + burst - 1
+    arrivals = data.draw(
+        st.lists(st.tuples(st.floats(0, 4 * per), st.integers(1, 2 * bound)), min_size=1, max_size=30).map(sorted)
+    )
+
+    starts = schedule(arrivals, requests=requests, per=per, burst=burst)
+
+    for t, _ in starts:
+        window = [c for s, c in starts if t <= s < t + per]
+        assert sum(window) <= bound or len(window) == 1
+
+
+@PROPERTIES
+@given(limit=LIMITS, data=st.data())
 def test_calls_start_in_arrival_order(limit: tuple[int, float, int], data: st.DataObject) -> None:
     requests, per, burst = limit
     arrivals = data.draw(
