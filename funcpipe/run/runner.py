@@ -22,6 +22,7 @@ from typing import Any
 from funcpipe.compile import CompiledPipeline, CompiledStage
 from funcpipe.core import (
     AsyncGen,
+    Err,
     ErrInfo,
     Item,
     Ok,
@@ -30,7 +31,7 @@ from funcpipe.core import (
     async_gen_gather,
     stable_id,
 )
-from funcpipe.errors import FailFast, RunError
+from funcpipe.errors import FailFast, RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink
@@ -321,6 +322,7 @@ class Runner:
         if base not in sys.path:
             sys.path.insert(0, base)
         adapters = LazyAdapters(self.pipeline, resources)
+        await self._preflight(adapters)
         async with asyncio.TaskGroup() as tg:
             final = self._build(tg, adapters)
             async with contextlib.aclosing(final()) as it:  # type: ignore[type-var]
@@ -328,6 +330,22 @@ class Runner:
                     if isinstance(r, Ok):
                         terminal, item = r.value
                         self.acct.committed(terminal, item.source_id)
+
+    async def _preflight(self, adapters: LazyAdapters) -> None:
+        """Prepare every vector store for its embedder before any source is read.
+
+        A table filled by another embedder is then a run error up front, before
+        a corpus is embedded (and paid for) only to be refused at the first write.
+        """
+        for st in self.pipeline.stages:
+            embed = self.pipeline.upstream(st.id, "embed")
+            if st.kind.name != "vector.upsert" or not st.adapter or embed is None or not embed.adapter:
+                continue
+            fingerprint = adapters[embed.adapter].fingerprint
+            runtime = PolicyRuntime(st.policy, clock=self.options.clock, events=self.events, stage=st.id)
+            res = await runtime.apply(adapters[st.adapter].ensure(fingerprint))()
+            if isinstance(res, Err):
+                raise RunError(f"stage {st.id}: cannot prepare store {st.adapter!r}: {res.error.code}: {res.error.msg}")
 
     async def run(self) -> RunReport:
         """Run the pipeline to the end and return the report (also written to disk)."""
@@ -351,6 +369,8 @@ class Runner:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
             status, exit_code, message = "error", 1, str(eg.exceptions[0])
+        except* SpecError as eg:
+            status, exit_code, message = "error", 2, str(eg.exceptions[0])
         except* asyncio.CancelledError:
             if self.aborted is None:
                 raise

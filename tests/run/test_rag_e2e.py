@@ -95,3 +95,22 @@ def test_editing_a_doc_replaces_only_its_chunks(project: Path, first_run: dict[s
     others_before = {k: v for k, v in first_run.items() if v[0] != "docs/cli.md"}
     others_after = {k: v for k, v in after.items() if v[0] != "docs/cli.md"}
     assert others_after == others_before
+
+
+def test_a_different_embedder_is_refused_before_anything_is_embedded(
+    project: Path, first_run: dict[str, tuple[str, str]]
+) -> None:
+    proc = funcpipe(
+        "run",
+        str(project / "pipelines" / "rag.yaml"),
+        "--set",
+        "adapters.embedder.dim=128",
+        "--report",
+        str(project / "wrong.json"),
+    )
+    assert proc.returncode == 1
+    report = json.loads((project / "wrong.json").read_text())
+    assert report["status"] == "error"
+    assert "hashing" in report["message"] and "384" in report["message"] and "128" in report["message"]
+    assert all(s["inputs"] == 0 for s in report["stages"])  # no source was read, nothing embedded
+    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == first_run
