@@ -291,6 +291,7 @@ class Runner:
             state_dir=self.state_dir,
             adapters=adapters,
             services=services,
+            shutdown=self.stop,
         )
 
     def _build(self, tg: asyncio.TaskGroup, adapters: LazyAdapters) -> AsyncGen[tuple[str, Item]]:
@@ -305,7 +306,9 @@ class Runner:
             elif len(st.inputs) == 1:
                 upstream = take(st.inputs[0])
             else:
-                upstream = async_gen_gather([take(i) for i in st.inputs], len(st.inputs), self.options.buffer)
+                # A fair stage must see the items waiting: a deep merge queue would hide them from it.
+                buffer = 1 if st.policy.fairness is not None else self.options.buffer
+                upstream = async_gen_gather([take(i) for i in st.inputs], len(st.inputs), buffer)
             transform = st.kind.load_factory()(st.config, self._context(st, adapters))
             out = self._instrument(st, transform(self._count_inputs(st.id, upstream)))
             n = max(1, len(st.consumers))

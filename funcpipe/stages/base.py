@@ -7,6 +7,7 @@ description. Sources receive an empty input stream.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,8 @@ class StageContext:
         base_dir: directory relative paths are resolved against.
         state_dir: the run's ``.funcpipe/`` directory.
         adapters: every adapter of the pipeline by name (created lazily).
-        services: runner services stages may use, by name (e.g. ``"sink_ledger"``).
+        services: runner services stages may use, by name (e.g. ``"embedder"``).
+        shutdown: set by the runner on a signal: partial batches are flushed at once.
     """
 
     stage_id: str
@@ -52,12 +54,11 @@ class StageContext:
     state_dir: Path = field(default_factory=lambda: Path.cwd() / ".funcpipe")
     adapters: Mapping[str, Any] = field(default_factory=dict)
     services: Mapping[str, Any] = field(default_factory=dict)
+    shutdown: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         if self.runtime is None:
-            self.runtime = PolicyRuntime(
-                self.policy, clock=self.clock, events=self.events, stage=self.stage_id
-            )
+            self.runtime = PolicyRuntime(self.policy, clock=self.clock, events=self.events, stage=self.stage_id)
 
     def resolve(self, path: str) -> Path:
         """A spec path resolved against the spec's directory."""
@@ -82,14 +83,10 @@ class StageContext:
             )
         )
 
-    def map(
-        self, stream: AsyncGen[Item], f: Callable[[Item], AsyncPlan[U]], *, ordered: bool = True
-    ) -> AsyncGen[U]:
+    def map(self, stream: AsyncGen[Item], f: Callable[[Item], AsyncPlan[U]], *, ordered: bool = True) -> AsyncGen[U]:
         """Map an external call over items with this stage's policy (concurrency, retry...)."""
         assert self.runtime is not None
-        return apply_stream_policy(
-            self.policy, stream, f, runtime=self.runtime, ordered=ordered, on_error=self.fail
-        )
+        return apply_stream_policy(self.policy, stream, f, runtime=self.runtime, ordered=ordered, on_error=self.fail)
 
     def map_batches(
         self,
@@ -116,6 +113,9 @@ class StageContext:
             clock=self.clock,
             on_error=self.fail,
             cost=cost,
+            shutdown=self.shutdown,
+            events=self.events,
+            stage=self.stage_id,
         )
 
 
