@@ -156,7 +156,7 @@ class Fairness(_Value):
     """Deficit round robin across the keys of waiting items."""
 
     key: str = Field(..., description="Item field holding the key, e.g. meta.tenant or source_id.")
-    weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="Relative share per key (default 1); each weight must be positive."
     )
 
