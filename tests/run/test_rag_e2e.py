@@ -81,7 +81,7 @@ def test_query_retrieves_the_section_that_answers(project: Path, first_run: dict
 def test_second_run_adds_no_rows(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
     proc = funcpipe("run", str(project / "pipelines" / "rag.yaml"), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == first_run
+    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == before
 
 
 def test_editing_a_doc_replaces_only_its_chunks(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
@@ -100,6 +100,7 @@ def test_editing_a_doc_replaces_only_its_chunks(project: Path, first_run: dict[s
 def test_a_different_embedder_is_refused_before_anything_is_embedded(
     project: Path, first_run: dict[str, tuple[str, str]]
 ) -> None:
+    before = rows(project / "pipelines" / ".funcpipe" / "pgdata")
     proc = funcpipe(
         "run",
         str(project / "pipelines" / "rag.yaml"),
@@ -113,4 +114,4 @@ def test_a_different_embedder_is_refused_before_anything_is_embedded(
     assert report["status"] == "error"
     assert "hashing" in report["message"] and "384" in report["message"] and "128" in report["message"]
     assert all(s["inputs"] == 0 for s in report["stages"])  # no source was read, nothing embedded
-    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == first_run
+    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == before
