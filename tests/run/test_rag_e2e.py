@@ -81,7 +81,7 @@ def test_query_retrieves_the_section_that_answers(project: Path, first_run: dict
 def test_second_run_adds_no_rows(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
     proc = funcpipe("run", str(project / "pipelines" / "rag.yaml"), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == before
+    assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == first_run
 
 
 def test_editing_a_doc_replaces_only_its_chunks(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
