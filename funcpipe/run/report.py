@@ -95,9 +95,10 @@ def print_summary(report: RunReport, file: IO[str]) -> None:
         )
     console.print(table)
     a = report.accounting
+    skipped = a.get("skipped") or 0
     line = (
-        f"sources {a['sources']}: {a['done']} done, {a['failed']} failed, {a['filtered']} filtered"
-        f"{', ' + str(a['skipped']) + ' skipped (already done)' if a.get('skipped') else ''}"
+        f"{a['sources'] + skipped} source item(s): {a['done']} done, {a['failed']} failed, {a['filtered']} filtered"
+        f"{f', {skipped} skipped (unchanged since an earlier run)' if skipped else ''}"
         f" in {report.duration_s:.2f}s"
     )
     console.print(line)

@@ -45,7 +45,7 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
         "invariant_holds": True,
     }
     assert [s["id"] for s in report["stages"]] == ["load", "annotate", "keep", "out"]
-    assert "sources 3: 2 done, 0 failed, 1 filtered" in proc.stderr
+    assert "3 source item(s): 2 done, 0 failed, 1 filtered" in proc.stderr
 
 
 def test_user_code_exception_is_dead_lettered_with_traceback(notes: Path) -> None:
