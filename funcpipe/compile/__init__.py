@@ -92,9 +92,7 @@ class CompiledPipeline:
         fairness reordering); the runner then settles source items as soon as
         later ones come out, keeping its accounting memory bounded.
         """
-        return len(self.sources) == 1 and all(
-            len(s.inputs) <= 1 and s.policy.fairness is None for s in self.stages
-        )
+        return len(self.sources) == 1 and all(len(s.inputs) <= 1 and s.policy.fairness is None for s in self.stages)
 
     def upstream(self, stage_id: str, use: str) -> CompiledStage | None:
         """The nearest stage of kind ``use`` feeding ``stage_id`` (breadth first)."""

@@ -118,9 +118,7 @@ class VectorStorePort(Protocol):
 class GeneratePort(Protocol):
     """Answers a question from retrieved passages."""
 
-    def generate(
-        self, prompt: str, *, question: str, hits: Sequence[QueryHit]
-    ) -> AsyncPlan[Generation]:
+    def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
         """Generate from the rendered ``prompt``; ``question`` and ``hits`` are given too."""
         ...
 

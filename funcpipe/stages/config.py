@@ -19,12 +19,8 @@ class FilesSourceConfig(StageConfig):
     path: str = Field(..., description="Directory (or single file), relative to the spec file.")
     glob: str | tuple[str, ...] = Field("**/*", description="Glob (or list of globs) of files to read under `path`.")
     exclude: tuple[str, ...] = Field((), description="Globs to leave out.")
-    mode: Literal["text", "bytes"] = Field(
-        "text", description="Read as text (decoded) or raw bytes."
-    )
-    encoding: str = Field(
-        "utf-8", description="Text encoding; undecodable files become BAD_INPUT items."
-    )
+    mode: Literal["text", "bytes"] = Field("text", description="Read as text (decoded) or raw bytes.")
+    encoding: str = Field("utf-8", description="Text encoding; undecodable files become BAD_INPUT items.")
     max_bytes: int = Field(10_000_000, ge=1, description="Larger files become BAD_INPUT items.")
 
 
@@ -32,24 +28,16 @@ class JsonlSourceConfig(StageConfig):
     """Read a JSON Lines file: one object per line, one item per object."""
 
     path: str = Field(..., description="File path, relative to the spec file.")
-    id_field: str | None = Field(
-        None, description="Field holding a stable id; default: hash of the object."
-    )
-    text_field: str | None = Field(
-        None, description="If set, the item's data is this field's text; else the object."
-    )
+    id_field: str | None = Field(None, description="Field holding a stable id; default: hash of the object.")
+    text_field: str | None = Field(None, description="If set, the item's data is this field's text; else the object.")
 
 
 class CleanConfig(StageConfig):
     """Normalise text: Unicode NFC, control characters, whitespace."""
 
     normalize: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normal form.")
-    strip_control: bool = Field(
-        True, description="Remove control characters (tabs and newlines are kept)."
-    )
-    collapse_whitespace: bool = Field(
-        True, description="Collapse runs of spaces; at most one blank line."
-    )
+    strip_control: bool = Field(True, description="Remove control characters (tabs and newlines are kept).")
+    collapse_whitespace: bool = Field(True, description="Collapse runs of spaces; at most one blank line.")
 
 
 class ChunkConfig(StageConfig):
@@ -57,9 +45,7 @@ class ChunkConfig(StageConfig):
 
     size: int = Field(800, ge=16, description="Chunk size in characters at most.")
     overlap: int = Field(100, ge=0, description="Characters shared by consecutive chunks.")
-    min_size: int = Field(
-        1, ge=1, description="Chunks shorter than this (after stripping) are dropped."
-    )
+    min_size: int = Field(1, ge=1, description="Chunks shorter than this (after stripping) are dropped.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkConfig:
@@ -77,27 +63,21 @@ class EmbedConfig(StageConfig):
 class UpsertConfig(StageConfig):
     """Write embedded chunks to the stage's vector store, idempotently."""
 
-    delete_stale: bool = Field(
-        True, description="Remove a source's old chunks that no longer exist."
-    )
+    delete_stale: bool = Field(True, description="Remove a source's old chunks that no longer exist.")
 
 
 class VectorQueryConfig(StageConfig):
     """Embed each item's text as a query and emit its nearest chunks."""
 
     top_k: int = Field(5, ge=1, le=1000, description="Hits per query.")
-    embedder: str | None = Field(
-        None, description="Embedding adapter for the question (default: the pipeline's)."
-    )
+    embedder: str | None = Field(None, description="Embedding adapter for the question (default: the pipeline's).")
     filter: dict[str, object] | None = Field(None, description="Metadata equality filter.")
 
 
 class CallableConfig(StageConfig):
     """A user callable named by import path, ``package.module:function``."""
 
-    fn: str = Field(
-        ..., pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="Import path module:attr."
-    )
+    fn: str = Field(..., pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="Import path module:attr.")
     kwargs: dict[str, object] = Field(default_factory=dict, description="Extra keyword arguments.")
 
 
@@ -110,6 +90,4 @@ class JsonlSinkConfig(StageConfig):
 class StdoutSinkConfig(StageConfig):
     """Print items to standard output."""
 
-    format: Literal["json", "text"] = Field(
-        "json", description="One JSON object per line, or the text only."
-    )
+    format: Literal["json", "text"] = Field("json", description="One JSON object per line, or the text only.")

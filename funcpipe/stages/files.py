@@ -27,11 +27,7 @@ def _list_files(root: Path, config: FilesSourceConfig) -> list[Path]:
     globs = (config.glob,) if isinstance(config.glob, str) else config.glob
     paths = sorted({p for g in globs for p in root.glob(g) if p.is_file()})
     if config.exclude:
-        paths = [
-            p
-            for p in paths
-            if not any(fnmatch(p.relative_to(root).as_posix(), pat) for pat in config.exclude)
-        ]
+        paths = [p for p in paths if not any(fnmatch(p.relative_to(root).as_posix(), pat) for pat in config.exclude)]
     return sorted(paths)
 
 
@@ -116,9 +112,7 @@ def source_jsonl(config: JsonlSourceConfig, ctx: StageContext) -> Transform:
     return transform
 
 
-def _jsonl_item(
-    line: str, lineno: int, config: JsonlSourceConfig, ctx: StageContext
-) -> Result[Item, ErrInfo]:
+def _jsonl_item(line: str, lineno: int, config: JsonlSourceConfig, ctx: StageContext) -> Result[Item, ErrInfo]:
     meta: dict[str, object] = {"line": lineno, "path": config.path}
     try:
         obj = json.loads(line)

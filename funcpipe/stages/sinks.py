@@ -80,9 +80,7 @@ def sink_jsonl(config: JsonlSinkConfig, ctx: StageContext) -> Transform:
             try:
                 await asyncio.to_thread(sink.write, items)
             except OSError as exc:
-                return Err(
-                    ErrInfo(ErrCode.TRANSIENT, f"cannot write {config.path}: {exc.strerror}")
-                )
+                return Err(ErrInfo(ErrCode.TRANSIENT, f"cannot write {config.path}: {exc.strerror}"))
             return Ok([Ok(it) for it in items])
 
         return run

@@ -26,9 +26,7 @@ def _texts_only(stream: AsyncGen[Item], ctx: StageContext) -> AsyncGen[Item]:
     async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
         async for r in stream():
             if isinstance(r, Ok) and item_text(r.value) is None:
-                yield Err(
-                    ctx.fail(r.value, ErrInfo(ErrCode.BAD_INPUT, "item has no text to embed"))
-                )
+                yield Err(ctx.fail(r.value, ErrInfo(ErrCode.BAD_INPUT, "item has no text to embed")))
             else:
                 yield r
 
@@ -148,9 +146,7 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
                 if isinstance(res, Err):
                     return res
                 if config.delete_stale:
-                    stale = await _delete_stale(
-                        store, [r.value for r in out if isinstance(r, Ok)], committed
-                    )
+                    stale = await _delete_stale(store, [r.value for r in out if isinstance(r, Ok)], committed)
                     if isinstance(stale, Err):
                         return stale
             return Ok(out)
@@ -184,9 +180,7 @@ async def _delete_stale(
 def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
     """For each item's text, emit its ``top_k`` nearest chunks as items (best first)."""
     store: VectorStorePort = ctx.adapter
-    embedder: EmbedPort | None = (
-        ctx.adapters.get(config.embedder) if config.embedder else ctx.services.get("embedder")
-    )
+    embedder: EmbedPort | None = ctx.adapters.get(config.embedder) if config.embedder else ctx.services.get("embedder")
     if embedder is None:
         raise ValueError(f"stage {ctx.stage_id}: vector.query needs an embedder: set with.embedder")
 

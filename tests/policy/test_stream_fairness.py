@@ -106,7 +106,7 @@ def test_a_weight_must_be_a_positive_number(w: float) -> None:
 
 @pytest.mark.parametrize("w", [0.0, -1.0, float("inf"), float("nan")])
 def test_a_policy_with_a_bad_weight_is_refused_when_validated(w: float) -> None:
-    with pytest.raises(ValueError, match="weights.a"):
+    with pytest.raises(ValueError, match=r"weights\.a"):
         Policy(concurrency=2, fairness=Fairness(key="meta.tenant", weights={"a": w}))
 
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from funcpipe.cli import main
 from funcpipe.compile import compile_pipeline
-from funcpipe.render import builtin_svg, policy_summary, to_dot, to_html, to_mermaid
 from funcpipe.policy.models import Policy
+from funcpipe.render import builtin_svg, policy_summary, to_dot, to_html, to_mermaid
 from funcpipe.spec import load_spec, load_spec_text
 
 REPO = Path(__file__).resolve().parents[2]
