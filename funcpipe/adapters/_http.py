@@ -24,6 +24,7 @@ import json
 import math
 import re
 import time
+from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -33,9 +34,9 @@ from typing import Any, ClassVar, Protocol
 import httpx
 
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import Err, ErrCode, ErrInfo, Ok, Result
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import RunError, SpecError
-from funcpipe.ports import Embedding
+from funcpipe.ports import Embedding, Fingerprint, Purpose
 
 REDACTED = "[REDACTED]"
 
@@ -537,3 +538,53 @@ class HTTPAdapter:
             secrets=secrets,
             status_codes=self.status_codes,
         )
+
+
+class HTTPEmbedder(HTTPAdapter, ABC):
+    """An `EmbedPort` over HTTP: the fingerprint, and texts split into requests of ``max_batch``.
+
+    Subclasses send one request (`_embed`). The dimension is known from the
+    config or the model; when it is not, reading ``fingerprint`` raises a
+    `funcpipe.errors.SpecError` asking for ``dimensions:``, and embedding
+    fails with ``SERVICE_SPECIFIC`` (chat-only use never needs it).
+    """
+
+    def __init__(
+        self, settings: HTTPSettings, resources: Resources, *, model: str, dim: int | None, max_batch: int
+    ) -> None:
+        super().__init__(settings, resources)
+        self._model = model
+        self._dim = dim
+        self._max_batch = max_batch
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The provider, the model and its dimension."""
+        if self._dim is None:
+            raise unknown_dimension(self.provider, self._model)
+        return Fingerprint(self.provider, self._model, self._dim)
+
+    @property
+    def max_batch(self) -> int:
+        """Texts per request at most."""
+        return self._max_batch
+
+    def embed_batch(
+        self, texts: Sequence[str], purpose: Purpose = "document"
+    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
+        """Embed ``texts``, one request per ``max_batch`` of them."""
+        batch = list(texts)
+
+        async def one(sub: list[str]) -> Result[list[list[float]], ErrInfo]:
+            if self._dim is None:
+                return Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, unknown_dimension(self.provider, self._model).message))
+            return await self._embed(sub, purpose, self._dim)
+
+        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
+            return await embed_in_batches(batch, self._max_batch, one)
+
+        return run
+
+    @abstractmethod
+    async def _embed(self, texts: list[str], purpose: Purpose, dim: int) -> Result[list[list[float]], ErrInfo]:
+        """Send one request for ``texts``; the vectors, checked to have dimension ``dim``."""

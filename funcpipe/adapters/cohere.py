@@ -6,13 +6,13 @@ Cohere embeds documents and queries differently, so ``purpose`` becomes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from funcpipe.adapters._http import HTTPAdapter, check_vectors, embed_in_batches, malformed, unknown_dimension
+from funcpipe.adapters._http import HTTPEmbedder, check_vectors, malformed, unknown_dimension
 from funcpipe.adapters.config import CohereConfig
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Result
-from funcpipe.ports import Embedding, Fingerprint, Purpose
+from funcpipe.core import Err, ErrCode, ErrInfo, Result
+from funcpipe.ports import Purpose
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
     "embed-v4.0": 1536,
@@ -41,44 +41,21 @@ def parse_embed(payload: object, *, count: int, dim: int) -> Result[list[list[fl
     return check_vectors(vectors, count=count, dim=dim, provider=PROVIDER)
 
 
-class CohereAdapter(HTTPAdapter):
+class CohereAdapter(HTTPEmbedder):
     """Embeddings over Cohere's v2 API (`EmbedPort`)."""
 
     provider = PROVIDER
     status_codes = STATUS_CODES
 
     def __init__(self, config: CohereConfig, resources: Resources, dim: int) -> None:
-        super().__init__(config, resources)
+        super().__init__(config, resources, model=config.model, dim=dim, max_batch=config.max_batch)
         self.config = config
-        self._dim = dim
 
-    @property
-    def fingerprint(self) -> Fingerprint:
-        """``cohere``, the model and its dimension."""
-        return Fingerprint(PROVIDER, self.config.model, self._dim)
-
-    @property
-    def max_batch(self) -> int:
-        """Texts per request at most (Cohere allows 96)."""
-        return self.config.max_batch
-
-    def embed_batch(
-        self, texts: Sequence[str], purpose: Purpose = "document"
-    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
-        """Embed ``texts`` as documents or as search queries."""
-        batch = list(texts)
-        input_type = INPUT_TYPES[purpose]
-
-        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
-            return await embed_in_batches(batch, self.max_batch, lambda sub: self._embed(sub, input_type))
-
-        return run
-
-    async def _embed(self, texts: list[str], input_type: str) -> Result[list[list[float]], ErrInfo]:
+    async def _embed(self, texts: list[str], purpose: Purpose, dim: int) -> Result[list[list[float]], ErrInfo]:
         body: dict[str, object] = {
             "model": self.config.model,
             "texts": texts,
-            "input_type": input_type,
+            "input_type": INPUT_TYPES[purpose],
             "embedding_types": list(self.config.embedding_types),
             "truncate": self.config.truncate,
         }
@@ -87,7 +64,7 @@ class CohereAdapter(HTTPAdapter):
         answer = await self.post("v2/embed", body)
         if isinstance(answer, Err):
             return answer
-        return parse_embed(answer.value, count=len(texts), dim=self._dim)
+        return parse_embed(answer.value, count=len(texts), dim=dim)
 
 
 def create(config: CohereConfig, resources: Resources) -> CohereAdapter:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from funcpipe.adapters._http import HTTPAdapter, check_vectors, embed_in_batches, malformed, unknown_dimension
+from funcpipe.adapters._http import HTTPEmbedder, check_vectors, malformed
 from funcpipe.adapters.config import OllamaConfig
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
-from funcpipe.ports import Embedding, Fingerprint, Generation, Purpose, QueryHit
+from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
+from funcpipe.ports import Generation, Purpose, QueryHit
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
     "nomic-embed-text": 768,
@@ -56,7 +56,7 @@ def parse_chat(payload: object) -> Result[Generation, ErrInfo]:
     return Ok(Generation(text=content, usage=tokens, meta=meta))
 
 
-class OllamaAdapter(HTTPAdapter):
+class OllamaAdapter(HTTPEmbedder):
     """Embeddings and chat over Ollama's native API (`EmbedPort` and `GeneratePort`).
 
     The fingerprint's dimension is ``dimensions`` when set, else the native
@@ -69,36 +69,12 @@ class OllamaAdapter(HTTPAdapter):
     provider = PROVIDER
 
     def __init__(self, config: OllamaConfig, resources: Resources) -> None:
-        super().__init__(config, resources)
+        dim = config.dimensions or known_dimension(config.model)
+        super().__init__(config, resources, model=config.model, dim=dim, max_batch=config.max_batch)
         self.config = config
-        self._dim = config.dimensions or known_dimension(config.model)
 
-    @property
-    def fingerprint(self) -> Fingerprint:
-        """``ollama``, the model and its dimension."""
-        if self._dim is None:
-            raise unknown_dimension(PROVIDER, self.config.model)
-        return Fingerprint(PROVIDER, self.config.model, self._dim)
-
-    @property
-    def max_batch(self) -> int:
-        """Texts per request at most (``max_batch``)."""
-        return self.config.max_batch
-
-    def embed_batch(
-        self, texts: Sequence[str], purpose: Purpose = "document"
-    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
-        """Embed ``texts`` (the native API has no purpose; it is ignored)."""
-        batch = list(texts)
-
-        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
-            return await embed_in_batches(batch, self.max_batch, self._embed)
-
-        return run
-
-    async def _embed(self, texts: list[str]) -> Result[list[list[float]], ErrInfo]:
-        if self._dim is None:
-            return Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, unknown_dimension(PROVIDER, self.config.model).message))
+    async def _embed(self, texts: list[str], purpose: Purpose, dim: int) -> Result[list[list[float]], ErrInfo]:
+        # The native API has no purpose: it is ignored.
         body: dict[str, object] = {"model": self.config.model, "input": texts, "truncate": self.config.truncate}
         if self.config.keep_alive is not None:
             body["keep_alive"] = self.config.keep_alive
@@ -107,7 +83,7 @@ class OllamaAdapter(HTTPAdapter):
         answer = await self.post("api/embed", body)
         if isinstance(answer, Err):
             return answer
-        return parse_embed(answer.value, count=len(texts), dim=self._dim)
+        return parse_embed(answer.value, count=len(texts), dim=dim)
 
     def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
         """Answer the rendered ``prompt`` as a single user message, without streaming."""

@@ -16,16 +16,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from funcpipe.adapters._http import (
-    HTTPAdapter,
+    HTTPEmbedder,
     check_vectors,
-    embed_in_batches,
     malformed,
-    unknown_dimension,
 )
 from funcpipe.adapters.config import OpenAIConfig
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
-from funcpipe.ports import Embedding, Fingerprint, Generation, Purpose, QueryHit
+from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
+from funcpipe.ports import Generation, Purpose, QueryHit
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
     "text-embedding-3-small": 1536,
@@ -116,7 +114,7 @@ def parse_chat(payload: object) -> Result[Generation, ErrInfo]:
     return Ok(Generation(text=content, usage=tokens, meta=meta))
 
 
-class OpenAIAdapter(HTTPAdapter):
+class OpenAIAdapter(HTTPEmbedder):
     """Embeddings and chat over an OpenAI-compatible API (`EmbedPort` and `GeneratePort`).
 
     The fingerprint's dimension is ``dimensions`` when set, else the model's
@@ -128,36 +126,12 @@ class OpenAIAdapter(HTTPAdapter):
     provider = PROVIDER
 
     def __init__(self, config: OpenAIConfig, resources: Resources) -> None:
-        super().__init__(config, resources)
+        dim = config.dimensions or KNOWN_DIMENSIONS.get(config.model)
+        super().__init__(config, resources, model=config.model, dim=dim, max_batch=config.max_batch)
         self.config = config
-        self._dim = config.dimensions or KNOWN_DIMENSIONS.get(config.model)
 
-    @property
-    def fingerprint(self) -> Fingerprint:
-        """``openai``, the model and its dimension."""
-        if self._dim is None:
-            raise unknown_dimension(PROVIDER, self.config.model)
-        return Fingerprint(PROVIDER, self.config.model, self._dim)
-
-    @property
-    def max_batch(self) -> int:
-        """Texts per embeddings request at most (``max_batch``, 2048 by default)."""
-        return self.config.max_batch
-
-    def embed_batch(
-        self, texts: Sequence[str], purpose: Purpose = "document"
-    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
-        """Embed ``texts`` (OpenAI embeddings have no purpose; it is ignored)."""
-        batch = list(texts)
-
-        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
-            return await embed_in_batches(batch, self.max_batch, self._embed)
-
-        return run
-
-    async def _embed(self, texts: list[str]) -> Result[list[list[float]], ErrInfo]:
-        if self._dim is None:
-            return Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, unknown_dimension(PROVIDER, self.config.model).message))
+    async def _embed(self, texts: list[str], purpose: Purpose, dim: int) -> Result[list[list[float]], ErrInfo]:
+        # OpenAI embeddings have no purpose: it is ignored.
         body: dict[str, object] = {
             "model": self.config.model,
             "input": texts,
@@ -168,7 +142,7 @@ class OpenAIAdapter(HTTPAdapter):
         answer = await self.post("embeddings", body)
         if isinstance(answer, Err):
             return answer
-        return parse_embeddings(answer.value, count=len(texts), dim=self._dim)
+        return parse_embeddings(answer.value, count=len(texts), dim=dim)
 
     def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
         """Answer the rendered ``prompt`` as a single user message (``question`` and ``hits`` are in it)."""
