@@ -21,7 +21,7 @@ from funcpipe.errors import FuncpipeError
     "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."
 )
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table; only errors.")
 @click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for jitter and sampling.")
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds in-flight work gets after a signal.")
@@ -47,7 +47,7 @@ def run(
     Exit codes: 0 every item done; 1 some items failed (see the dead-letter
     file) or the run failed; 2 the spec is invalid.
     """
-    from funcpipe.run import Runner, RunOptions, run_pipeline
+    from funcpipe.run import Runner, RunOptions
     from funcpipe.run.report import print_summary
 
     loaded = load_or_exit(spec, overrides, params_file)
@@ -64,17 +64,19 @@ def run(
     options = RunOptions(
         report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
     )
+    if quiet:
+        options.notify = lambda msg: None
+    runner = Runner(pipeline, options)
     progress = None
     if log_format == "json":
         from funcpipe.run.logging import JsonEventLog
 
-        log = JsonEventLog(sys.stderr)
-        options.listeners.append(log)
+        log = JsonEventLog(sys.stderr, redact=runner.redact)
+        runner.events.listeners.append(log)
         options.notify = log.notice
     elif not quiet and sys.stdout.isatty() and sys.stderr.isatty():
         from funcpipe.run.progress import LiveProgress
 
-        runner = Runner(pipeline, options)
         progress = LiveProgress([(s.id, s.kind.name) for s in pipeline.stages], runner.stats, sys.stderr)
         runner.events.listeners.append(progress)
 
@@ -82,24 +84,27 @@ def run(
             progress.status = msg
 
         options.notify = notice
-    elif quiet:
-        options.notify = lambda msg: None
     try:
         if progress is not None:
             progress.start()
-            try:
-                report = asyncio.run(runner.run())
-            finally:
+        try:
+            report = asyncio.run(runner.run())
+        finally:
+            if progress is not None:
                 progress.stop()
-        else:
-            report = asyncio.run(run_pipeline(pipeline, options))
     except FuncpipeError as exc:
-        click.echo(f"funcpipe: {exc}", err=True)
+        click.echo(f"funcpipe: {runner.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if log_format == "json":
         click.echo(json.dumps({"event": "report", **report.to_json()}, sort_keys=True), err=True)
     elif not quiet:
         print_summary(report, sys.stderr)
+    elif report.exit_code:
+        # Quiet means no progress and no table, not silence about what went wrong.
+        if report.dead_lettered:
+            click.echo(f"funcpipe: {report.dead_lettered} failed item(s) written to {report.dead_letter}", err=True)
+        if report.message:
+            click.echo(f"funcpipe: {report.message}", err=True)
     sys.exit(report.exit_code)
 
 
@@ -114,13 +119,14 @@ def query(
 ) -> None:
     """Answer QUESTION from what SPEC's pipeline stored, with the spec's own adapters."""
     from funcpipe.run.query import answer_question
+    from funcpipe.run.redact import Redactor
 
     loaded = load_or_exit(spec, overrides, params_file)
     pipeline = compile_pipeline(loaded)
     try:
         ans = asyncio.run(answer_question(pipeline, question, top_k=top_k))
     except FuncpipeError as exc:
-        click.echo(f"funcpipe: {exc}", err=True)
+        click.echo(f"funcpipe: {Redactor.for_pipeline(pipeline)(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(ans.to_json(), indent=2, ensure_ascii=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -45,11 +45,19 @@ def dead_letter_record(error: ErrInfo, *, stage: str, run_id: str) -> dict[str, 
 
 
 class DeadLetters:
-    """Appends dead-letter records to a JSONL file, opened on the first failure."""
+    """Appends dead-letter records to a JSONL file, opened on the first failure.
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    Args:
+        path: the JSONL file.
+        run_id: the run's id, written in every record.
+        redact: applied to each record before it is written (the run's
+            `funcpipe.run.redact.Redactor.scrub`), so no known secret reaches the file.
+    """
+
+    def __init__(self, path: Path, run_id: str, redact: Callable[[object], object] | None = None) -> None:
         self.path = path
         self.run_id = run_id
+        self.redact = redact
         self.count = 0
         self._fh: IO[str] | None = None
 
@@ -58,7 +66,9 @@ class DeadLetters:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
-        rec = dead_letter_record(error, stage=stage, run_id=self.run_id)
+        rec: object = dead_letter_record(error, stage=stage, run_id=self.run_id)
+        if self.redact is not None:
+            rec = self.redact(rec)
         self._fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
         self._fh.flush()
         self.count += 1

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import IO
 
 from funcpipe.core import Item
 from funcpipe.policy.events import Event
 
 
-class JsonEventLog:
-    """An event sink writing ``{"event": kind, ...}`` lines (no item payloads, no secrets)."""
+def _keep(text: str) -> str:
+    return text
 
-    def __init__(self, stream: IO[str]) -> None:
+
+class JsonEventLog:
+    """An event sink writing ``{"event": kind, ...}`` lines (no item payloads, no secrets).
+
+    Args:
+        stream: where the lines go (the CLI gives stderr).
+        redact: applied to every string written (the run's
+            `funcpipe.run.redact.Redactor`): an event's data may quote user
+            values, such as a fairness key or a filter's reason.
+    """
+
+    def __init__(self, stream: IO[str], redact: Callable[[str], str] = _keep) -> None:
         self.stream = stream
+        self.redact = redact
 
     def __call__(self, ev: Event) -> None:
-        data = {k: v for k, v in ev.data.items() if not isinstance(v, Item) and isinstance(v, str | int | float | bool)}
+        data = {
+            k: self.redact(v) if isinstance(v, str) else v
+            for k, v in ev.data.items()
+            if not isinstance(v, Item) and isinstance(v, str | int | float | bool)
+        }
         rec = {
             "event": ev.kind,
             "stage": ev.stage,
@@ -31,5 +48,5 @@ class JsonEventLog:
 
     def notice(self, message: str) -> None:
         """A status line (e.g. shutdown progress) as ``{"event": "notice", "message": ...}``."""
-        self.stream.write(json.dumps({"event": "notice", "message": message}) + "\n")
+        self.stream.write(json.dumps({"event": "notice", "message": self.redact(message)}) + "\n")
         self.stream.flush()

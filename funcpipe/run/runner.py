@@ -38,6 +38,7 @@ from funcpipe.policy.events import Event, EventSink
 from funcpipe.run.accounting import Accounting, StageStats
 from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
+from funcpipe.run.redact import Redactor
 from funcpipe.run.report import RunReport, StageReport
 from funcpipe.stages.base import StageContext
 
@@ -160,9 +161,12 @@ class Runner:
             on_settled=self._settled,
         )
         self.events = _EventHub(self.stats, self.acct, list(self.options.listeners))
+        # The one place secrets are kept out of what the run writes: dead
+        # letters, the report's message, notices (and, through the CLI, logs).
+        self.redact = Redactor.for_pipeline(pipeline)
         dl = loaded.spec.on_error.dead_letter
         dl_path = (loaded.base_dir / dl) if dl else self.state_dir / f"{pipeline.name}.dead.jsonl"
-        self.dead = DeadLetters(dl_path, self.run_id)
+        self.dead = DeadLetters(dl_path, self.run_id, redact=self.redact.scrub)
         self.fail_fast = loaded.spec.on_error.mode == "fail_fast"
         self.settled_hooks: list[Callable[[str, str], None]] = []
         self.ledger: Ledger | None = None
@@ -409,7 +413,7 @@ class Runner:
     def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any]) -> None:
         loop = asyncio.get_running_loop()
         if self.signal is not None:
-            self.options.notify(f"funcpipe: second {sig.name}: aborting now")
+            self._notify(f"funcpipe: second {sig.name}: aborting now")
             self._abort(task, f"a second {sig.name}")
             return
         self.signal = sig
@@ -423,7 +427,7 @@ class Runner:
             if self.aborted is not None or task.done():
                 return
             left = max(0.0, deadline - loop.time())
-            self.options.notify(
+            self._notify(
                 f"funcpipe: {sig.name}: stopped reading sources; draining {self.acct.unsettled} in-flight "
                 f"item(s), {left:.0f}s left (send it again to abort)"
             )
@@ -431,6 +435,9 @@ class Runner:
 
         tell()
         loop.call_later(timeout, self._abort, task, f"shutdown_timeout ({timeout:g}s)")
+
+    def _notify(self, message: str) -> None:
+        self.options.notify(self.redact(message))
 
     def _abort(self, task: asyncio.Task[Any], reason: str) -> None:
         if self.aborted is None and not task.done():
@@ -483,7 +490,7 @@ class Runner:
             accounting=accounting,
             dead_letter=str(self.dead.path) if self.dead.count else None,
             dead_lettered=self.dead.count,
-            message=message,
+            message=None if message is None else self.redact(message),
         )
 
 

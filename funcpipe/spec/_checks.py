@@ -29,7 +29,7 @@ from funcpipe.registry import (
     resolve_import,
     unknown_name,
 )
-from funcpipe.spec._diagnose import pydantic_errors, show
+from funcpipe.spec._diagnose import pydantic_errors, show, value_at
 from funcpipe.spec._paths import Path, format_path
 from funcpipe.spec._yaml import Document
 from funcpipe.spec.templating import TemplateError, check_template
@@ -69,6 +69,11 @@ class _Checker:
     out: Checked = field(default_factory=Checked)
 
     def error(self, path: Path, message: str, hint: str, *, at_key: bool = False) -> None:
+        # A value interpolated from the environment may be a secret: show it as written.
+        written = self.doc.written.get(path)
+        value = value_at(self.doc.data, path) if written is not None else None
+        if written is not None and isinstance(value, str) and value:
+            message = message.replace(value, written)
         self.out.errors.append(self.doc.error(path, message, hint=hint, at_key=at_key))
 
     def run(self) -> Checked:
