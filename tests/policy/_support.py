@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -75,3 +76,18 @@ def max_window_cost(starts: Sequence[tuple[float, int]], per: float) -> int:
     for t, _ in starts:
         worst = max(worst, sum(c for s, c in starts if t <= s < t + per))
     return worst
+
+
+class LateClock:
+    """Virtual time whose every sleep wakes up late by a random, seeded amount, as a busy event loop does."""
+
+    def __init__(self, most: float, seed: int = 0) -> None:
+        self.most = most
+        self.rng = random.Random(seed)
+        self.clock = VirtualClock()
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.clock.sleep(max(0.0, seconds) + self.rng.uniform(0.0, self.most))

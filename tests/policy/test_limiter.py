@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from funcpipe.core import Err, ErrCode, Ok
-from funcpipe.policy import RateLimit, RateLimiter
+from funcpipe.policy import Clock, RateLimit, RateLimiter
 from funcpipe.testing import VirtualClock, run_virtual
-from tests.policy._support import max_window_cost
+from tests.policy._support import LateClock, max_window_cost
 
 PROPERTIES = settings(max_examples=80, deadline=None, derandomize=True)
 
 
-def limiter(requests: int = 10, per: float = 1.0, burst: int = 1) -> RateLimiter:
-    return RateLimiter(RateLimit(requests=requests, per=per, burst=burst), VirtualClock())
+def limiter(requests: int = 10, per: float = 1.0, burst: int = 1, clock: Clock | None = None) -> RateLimiter:
+    return RateLimiter(RateLimit(requests=requests, per=per, burst=burst), clock or VirtualClock())
 
 
 async def start_at(
@@ -182,6 +182,38 @@ def test_a_pause_holds_its_key_for_every_caller() -> None:
     assert times(run_virtual(main)) == pytest.approx([0.0, 2.0, 2.1])
 
 
+def test_start_now_starts_a_call_the_limit_allows_at_once() -> None:
+    async def main() -> tuple[list[bool], list[tuple[float, int]]]:
+        lim = limiter(requests=2, per=1.0, burst=2)
+        started = [lim.start_now(), lim.start_now(), lim.start_now()]
+        starts: list[tuple[float, int]] = []
+        await start_at(lim, 0.0, 1, starts)
+        return started, starts
+
+    started, starts = run_virtual(main)
+
+    assert started == [True, True, False]
+    assert times(starts) == pytest.approx([0.5])  # the refusal took nothing
+
+
+def test_start_now_never_jumps_the_line() -> None:
+    async def main() -> tuple[bool, list[tuple[float, int]]]:
+        lim = limiter(requests=1, per=1.0)
+        await lim.acquire()
+        starts: list[tuple[float, int]] = []
+        waiting = asyncio.ensure_future(start_at(lim, 0.0, 1, starts))
+        await asyncio.sleep(0)
+        await asyncio.sleep(1.0)  # the limit allows a call now, but one waits for it
+        jumped = lim.start_now()
+        await waiting
+        return jumped, starts
+
+    jumped, starts = run_virtual(main)
+
+    assert not jumped
+    assert times(starts) == [1.0]
+
+
 def test_a_negative_cost_is_rejected() -> None:
     with pytest.raises(ValueError, match="negative"):
         limiter().turn(-1)
@@ -296,27 +328,34 @@ def test_cancelled_waiters_never_break_the_bound(limit: tuple[int, float, int], 
     assert max_window_cost(run_virtual(main), per) <= bound
 
 
-def saturated_rate(requests: int, burst: int, cost: int, horizon: float = 100.0) -> float:
-    """Cost started per second by 8 workers that always want to call."""
+def saturated_starts(
+    requests: int, burst: int, cost: int, horizon: float = 100.0, clock: Clock | None = None
+) -> list[tuple[float, int]]:
+    """The starts of 8 workers that always want to call, over ``horizon`` seconds."""
 
-    async def main() -> int:
-        lim, clock = limiter(requests, 1.0, burst), VirtualClock()
-        started = 0
+    async def main() -> list[tuple[float, int]]:
+        lim = limiter(requests, 1.0, burst, clock)
+        starts: list[tuple[float, int]] = []
 
         async def worker() -> None:
-            nonlocal started
             while True:
                 await lim.acquire(cost)
-                if clock.now() >= horizon:
+                now = lim.clock.now()
+                if now >= horizon:
                     return
-                started += cost
+                starts.append((now, cost))
 
         async with asyncio.TaskGroup() as tg:
             for _ in range(8):
                 tg.create_task(worker())
-        return started
+        return starts
 
-    return run_virtual(main) / horizon
+    return run_virtual(main)
+
+
+def saturated_rate(requests: int, burst: int, cost: int, horizon: float = 100.0, clock: Clock | None = None) -> float:
+    """Cost started per second by 8 workers that always want to call."""
+    return sum(c for _, c in saturated_starts(requests, burst, cost, horizon, clock)) / horizon
 
 
 @pytest.mark.parametrize(("cost", "burst"), [(1, 1), (1, 5), (10, 1), (25, 1)])
@@ -331,3 +370,56 @@ def test_a_saturated_limiter_reaches_the_most_whole_calls_the_bound_allows() -> 
     rate = saturated_rate(50, 3, 7)
 
     assert 0.99 * 49 <= rate <= 49
+
+
+# --- late wake-ups ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cost", "burst", "late"), [(1, 1, 0.002), (1, 1, 0.01), (10, 1, 0.01), (1, 5, 0.01)])
+def test_late_wake_ups_do_not_slow_a_saturated_limiter(cost: int, burst: int, late: float) -> None:
+    # At 50/s calls are 20 ms apart; every sleep wakes up to ``late`` after its time.
+    rate = saturated_rate(50, burst, cost, clock=LateClock(late, seed=3))
+
+    assert rate >= 0.99 * 50
+
+
+def test_late_wake_ups_never_break_the_period_bound() -> None:
+    starts = saturated_starts(50, 1, 1, horizon=20.0, clock=LateClock(0.015, seed=5))
+
+    assert max_window_cost(starts, 1.0) <= 50
+
+
+def test_lateness_past_one_interval_is_not_made_up() -> None:
+    # Wake-ups up to two intervals (0.2 s) late: a late call lets the next one
+    # start at once, but no third call follows within the interval.
+    starts = saturated_starts(10, 1, 1, horizon=30.0, clock=LateClock(0.2, seed=9))
+
+    assert max_window_cost(starts, 0.1) <= 2
+    assert max_window_cost(starts, 1.0) <= 10
+
+
+@PROPERTIES
+@given(limit=LIMITS, late=st.floats(0.0, 0.5), seed=st.integers(0, 2**16), data=st.data())
+def test_late_wake_ups_never_break_the_bound(
+    limit: tuple[int, float, int], late: float, seed: int, data: st.DataObject
+) -> None:
+    requests, per, burst = limit
+    bound = requests + burst - 1
+    arrivals = data.draw(
+        st.lists(st.tuples(st.floats(0, 4 * per), st.integers(1, bound)), min_size=1, max_size=40).map(sorted)
+    )
+    clock = LateClock(late * per / requests, seed)
+
+    async def main() -> list[tuple[float, int]]:
+        lim = limiter(requests, per, burst, clock)
+        starts: list[tuple[float, int]] = []
+        async with asyncio.TaskGroup() as tg:
+            for arrival, cost in arrivals:
+                tg.create_task(start_at(lim, arrival, cost, starts))
+                await asyncio.sleep(0)
+        return starts
+
+    starts = run_virtual(main)
+
+    assert len(starts) == len(arrivals)
+    assert max_window_cost(starts, per) <= bound
