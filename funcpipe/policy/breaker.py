@@ -16,12 +16,16 @@ service answering and counts as a success. A cancelled call counts as
 nothing. Outcomes of calls admitted before the latest transition are
 ignored, so a slow call cannot undo a newer state.
 
+The window is kept as `WINDOW_BUCKETS` counters of ``window / WINDOW_BUCKETS``
+seconds each, so its memory is fixed whatever the call rate. A call counts
+from the moment it is recorded until its bucket leaves the window: for at
+most ``window``, and for more than ``window - window / WINDOW_BUCKETS``.
+
 Admission and recording are synchronous: nothing is held across the call.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +34,10 @@ from funcpipe.core import ErrCode, ErrInfo
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.models import CircuitBreaker
 
-__all__ = ["Breaker", "BreakerState", "Ticket", "TransitionListener"]
+__all__ = ["WINDOW_BUCKETS", "Breaker", "BreakerState", "Ticket", "TransitionListener"]
+
+WINDOW_BUCKETS = 20
+"""How many counters the sliding window is kept in (its resolution is ``window / WINDOW_BUCKETS``)."""
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -75,11 +82,19 @@ class Breaker:
         self._on_transition = on_transition
         self._state: BreakerState = "closed"
         self._generation = 0
+        self._on = frozenset(config.on)
         self._consecutive = 0
-        self._window: deque[tuple[float, bool]] = deque()
+        # The window's buckets, a ring indexed by ``int(now // width) % WINDOW_BUCKETS``;
+        # ``_newest`` is the absolute index of the latest bucket written, if any.
+        self._width = config.window / WINDOW_BUCKETS
+        self._calls = [0] * WINDOW_BUCKETS
+        self._failed = [0] * WINDOW_BUCKETS
+        self._newest: int | None = None
+        self._window_calls = 0
         self._window_failures = 0
         self._opened_at = 0.0
         self._probes = 0
+        self._ticket = Ticket(0, probe=False)  # closed-state admissions share one immutable ticket
 
     def __repr__(self) -> str:
         return f"Breaker(state={self._state!r}, {self.config!r})"
@@ -118,25 +133,23 @@ class Breaker:
                 return _busy(self._probes)
             self._probes += 1
             return Ticket(self._generation, probe=True)
-        return Ticket(self._generation, probe=False)
+        return self._ticket
 
     def record(self, ticket: Ticket, code: str | None, item_id: str | None = None) -> None:
         """Record the outcome of an admitted call: ``code`` is ``None`` on success."""
         if ticket.generation != self._generation:
             return
-        failed = code is not None and code in self.config.on
+        failed = code is not None and code in self._on
         if ticket.probe:
             self._probes -= 1
             self._move("open" if failed else "closed", item_id)
             return
-        now = self.clock.now()
-        self._window.append((now, failed))
-        self._window_failures += failed
-        self._expire(now)
+        self._count(failed)
         self._consecutive = self._consecutive + 1 if failed else 0
-        calls = len(self._window)
-        if self._consecutive >= self.config.failures or (
-            calls >= self.config.min_calls and self._window_failures / calls >= self.config.ratio
+        calls = self._window_calls
+        config = self.config
+        if self._consecutive >= config.failures or (
+            calls >= config.min_calls and self._window_failures / calls >= config.ratio
         ):
             self._move("open", item_id)
 
@@ -145,23 +158,51 @@ class Breaker:
         if ticket.probe and ticket.generation == self._generation:
             self._probes -= 1
 
-    def _expire(self, now: float) -> None:
-        horizon = now - self.config.window
-        window = self._window
-        while window and window[0][0] <= horizon:
-            self._window_failures -= window.popleft()[1]
+    def _count(self, failed: bool) -> None:
+        """Add one outcome to the window's current bucket, dropping the buckets that left it."""
+        if self._width <= 0:
+            return  # an empty window holds no call
+        index = int(self.clock.now() // self._width)
+        newest = self._newest
+        calls, fails = self._calls, self._failed
+        if newest is None or index > newest:
+            # Buckets between the newest and this one have left the window (all of them after a long gap).
+            stale = (
+                range(WINDOW_BUCKETS)
+                if newest is None or index - newest >= WINDOW_BUCKETS
+                else range(newest + 1, index + 1)
+            )
+            for i in stale:
+                slot = i % WINDOW_BUCKETS
+                self._window_calls -= calls[slot]
+                self._window_failures -= fails[slot]
+                calls[slot] = fails[slot] = 0
+            self._newest = index
+        else:
+            index = newest  # a clock never goes back; if one did, count the call as the newest
+        slot = index % WINDOW_BUCKETS
+        calls[slot] += 1
+        fails[slot] += failed
+        self._window_calls += 1
+        self._window_failures += failed
+
+    def _clear_window(self) -> None:
+        self._calls = [0] * WINDOW_BUCKETS
+        self._failed = [0] * WINDOW_BUCKETS
+        self._newest = None
+        self._window_calls = self._window_failures = 0
 
     def _move(self, new: BreakerState, item_id: str | None) -> None:
         old = self._state
         self._state = new
         self._generation += 1
+        self._ticket = Ticket(self._generation, probe=False)
         self._probes = 0
         if new == "open":
             self._opened_at = self.clock.now()
         else:
             self._consecutive = 0
-            self._window.clear()
-            self._window_failures = 0
+            self._clear_window()
         self._on_transition(old, new, item_id)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 
 import pytest
 
 from funcpipe.core import Err, ErrCode, ErrInfo, Ok
 from funcpipe.policy import Breaker, BreakerState, CircuitBreaker, EventLog, Policy, PolicyRuntime, Ticket
+from funcpipe.policy.breaker import WINDOW_BUCKETS
 from funcpipe.testing import VirtualClock, run_virtual
 from tests.policy._support import Service
 
@@ -119,6 +121,46 @@ def test_calls_older_than_the_window_no_longer_count() -> None:
     assert b.state == "closed"  # the three failures left the window
 
 
+def test_a_call_counts_for_at_most_the_window() -> None:
+    b, clock, _ = breaker(failures=100, ratio=0.5, window=30.0, min_calls=4)
+    for _ in range(3):
+        call(b, ErrCode.TRANSIENT)
+    clock.t = 30.0
+
+    call(b, None)
+
+    assert b.state == "closed"
+
+
+def test_a_call_counts_until_its_bucket_leaves_the_window() -> None:
+    b, clock, _ = breaker(failures=100, ratio=0.5, window=30.0, min_calls=4)
+    bucket = 30.0 / WINDOW_BUCKETS
+    clock.t = 0.9 * bucket
+    for _ in range(3):
+        call(b, ErrCode.TRANSIENT)
+    clock.t = 30.0 - 0.05 * bucket  # less than `window` later, more than `window - bucket`
+
+    call(b, None)
+
+    assert b.state == "open"
+
+
+def test_the_window_takes_no_memory_per_call() -> None:
+    b, clock, _ = breaker(failures=10**9, ratio=1.0, window=60.0, min_calls=10**9)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            clock.t = i * 0.001
+            call(b, ErrCode.TRANSIENT if i % 2 else None)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert b.state == "closed"
+    assert grown < 4096
+
+
 def test_an_open_breaker_fails_fast_saying_when_probing_resumes() -> None:
     b, clock, _ = breaker()
     trip(b)
@@ -199,6 +241,39 @@ def test_a_ratio_at_exactly_the_threshold_opens_it() -> None:
 
 
 # --- inside apply_policy -------------------------------------------------------------
+
+
+def ratio_runtime() -> PolicyRuntime:
+    config = CircuitBreaker(failures=100, ratio=0.5, window=30.0, min_calls=6, reset_after=60.0)
+    return PolicyRuntime(Policy(circuit_breaker=config), clock=VirtualClock())
+
+
+def test_a_failure_ratio_in_the_window_opens_it_on_virtual_time() -> None:
+    runtime, service = ratio_runtime(), Service([ErrCode.TRANSIENT, None] * 3, latency=1.0)
+
+    async def main() -> list[str]:
+        states: list[str] = []
+        for _ in range(6):
+            await runtime.apply(service.plan())()
+            assert runtime.breaker is not None
+            states.append(runtime.breaker.state)
+        return states
+
+    assert run_virtual(main) == ["closed"] * 5 + ["open"]
+
+
+def test_failures_spread_wider_than_the_window_never_reach_min_calls() -> None:
+    runtime, service = ratio_runtime(), Service([ErrCode.TRANSIENT, None] * 20, latency=1.0)
+
+    async def main() -> str:
+        for _ in range(40):
+            await runtime.apply(service.plan())()
+            await asyncio.sleep(9.0)  # one call in 10 s: at most 3 calls in any 30 s window
+        assert runtime.breaker is not None
+        return runtime.breaker.state
+
+    assert run_virtual(main) == "closed"
+    assert service.calls == 40
 
 
 def tripped_runtime(probes: int, log: EventLog | None = None) -> tuple[PolicyRuntime, Service]:
