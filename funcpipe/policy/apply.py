@@ -19,14 +19,22 @@ In detail, one attempt:
 Between attempts the retry loop backs off holding nothing. A wait that would
 end at or past the deadline is never started: the last error is returned.
 Every error returned carries ``meta.attempts``, the number of attempts made.
+
+Cost. Every call of a stage runs through here, so the usual case is kept
+cheap: when a slot is free and the limiter and breaker let the call start at
+once, steps 2 to 4 are plain synchronous checks, no `Turn` is made, no
+timeout is armed without a limit, and no event is built for the `null_sink`.
+A policy with neither retry, deadline, limiter nor breaker skips the retry
+loop altogether.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,6 +46,7 @@ from funcpipe.policy.events import Event, EventKind, EventSink, null_sink
 from funcpipe.policy.limiter import RateLimiter, Turn
 from funcpipe.policy.models import Policy, format_duration
 from funcpipe.policy.retry import backoff_delays, retry_after, should_retry, wait_before_retry
+from funcpipe.policy.slots import Slots
 
 __all__ = ["PolicyRuntime", "apply_policy"]
 
@@ -49,6 +58,10 @@ class _Late:
     """The attempt could not start before the deadline: nothing was called."""
 
     error: ErrInfo
+
+
+_UNGUARDED = Ticket(-1, probe=False)
+"""The admission of a call when the policy has no breaker."""
 
 
 class PolicyRuntime:
@@ -84,7 +97,23 @@ class PolicyRuntime:
         self.rng = random.Random(seed)
         self.limiter = RateLimiter(policy.rate_limit, clock) if policy.rate_limit else None
         self.breaker = Breaker(policy.circuit_breaker, clock, self._breaker_moved) if policy.circuit_breaker else None
-        self.slots = asyncio.Semaphore(policy.concurrency) if policy.concurrency else None
+        self.slots = Slots(policy.concurrency) if policy.concurrency else None
+        timeout = policy.timeout
+        self._attempt_limit = timeout.attempt if timeout is not None else None
+        self._total = timeout.total if timeout is not None else None
+        retries = policy.retry is not None and policy.retry.max_attempts > 1
+        # One attempt, no deadline, nothing to wait for but a slot: no retry loop needed.
+        self._single = not retries and self._total is None and self.limiter is None and self.breaker is None
+
+    @property
+    def events(self) -> EventSink:
+        """Where events are reported."""
+        return self._events
+
+    @events.setter
+    def events(self, sink: EventSink) -> None:
+        self._events = sink
+        self._emitting = sink is not null_sink  # building events nobody reads is most of a call's cost
 
     def __repr__(self) -> str:
         return f"PolicyRuntime(stage={self.stage!r}, policy={self.policy!r})"
@@ -111,18 +140,36 @@ class PolicyRuntime:
         """
         if cost < 0:
             raise ValueError(f"a call's cost cannot be negative, got {cost}")
+        if self._single:
+            return functools.partial(self._run_once, plan, item_id)
+        return functools.partial(self._run, plan, item_id, cost, key)
 
-        async def run() -> Result[T, ErrInfo]:
-            return await self._run(plan, item_id, cost, key)
-
-        return run
+    async def _run_once(self, plan: AsyncPlan[T], item_id: str | None) -> Result[T, ErrInfo]:
+        """`_run` for a policy with one attempt and no deadline, limiter or breaker."""
+        slots = self.slots
+        if slots is not None and not slots.try_acquire():
+            await slots.acquire()
+        try:
+            if self._emitting or self._attempt_limit is not None:
+                res = await self._call(plan, 1, None, item_id, _UNGUARDED)
+            else:  # `_call` with nothing to time or report
+                try:
+                    res = await plan()
+                except Exception as exc:
+                    res = Err(user_error(exc))
+        finally:
+            if slots is not None:
+                slots.release()
+        if isinstance(res, Ok):
+            return res
+        return Err(res.error.with_meta(attempts=1))
 
     async def _run(self, plan: AsyncPlan[T], item_id: str | None, cost: int, key: Hashable) -> Result[T, ErrInfo]:
-        policy, clock = self.policy, self.clock
-        retry = policy.retry
-        total = policy.timeout.total if policy.timeout else None
+        clock = self.clock
+        retry = self.policy.retry
+        total = self._total
         deadline = None if total is None else clock.now() + total
-        schedule = backoff_delays(retry.backoff, retry.jitter, self.rng) if retry else None
+        schedule: Iterator[float] | None = None
         last: ErrInfo | None = None
         attempt = 0
         while True:
@@ -133,9 +180,12 @@ class PolicyRuntime:
             if isinstance(outcome, _Late):
                 return Err(last if last is not None else outcome.error.with_meta(attempts=0))
             error = outcome.error.with_meta(attempts=attempt)
-            self._share_back_off(error, attempt, item_id, key)
-            if retry is None or schedule is None or not should_retry(retry, error, attempt):
+            if self.limiter is not None:
+                self._share_back_off(error, attempt, item_id, key)
+            if retry is None or not should_retry(retry, error, attempt):
                 return Err(error)
+            if schedule is None:  # made at the first retry: the schedule draws nothing until then
+                schedule = backoff_delays(retry.backoff, retry.jitter, self.rng)
             wait = wait_before_retry(retry, next(schedule), error)
             now = clock.now()
             if deadline is not None and now + wait >= deadline:
@@ -153,39 +203,87 @@ class PolicyRuntime:
         cost: int,
         key: Hashable,
     ) -> Result[T, ErrInfo] | _Late:
+        breaker, limiter, slots = self.breaker, self.limiter, self.slots
         while True:
-            refused = await self._await_breaker(attempt, deadline, item_id)
-            if refused is not None:
-                return self._refuse(refused, attempt, item_id)
-            turn: AbstractAsyncContextManager[Turn | None] = (
-                self.limiter.turn(cost, key=key) if self.limiter is not None else contextlib.nullcontext()
-            )
-            async with turn as place:
-                if place is not None:
+            if breaker is not None and breaker.refusal() is not None:
+                refused = await self._await_breaker(attempt, deadline, item_id)
+                if refused is not None:
+                    return self._refuse(refused, attempt, item_id)
+            if slots is None or slots.try_acquire():
+                # Every gate may be open right now: steps 2 to 4 without suspending.
+                try:
+                    admitted = self._admit(attempt, deadline, item_id)
+                    if not isinstance(admitted, Ticket):
+                        if admitted is None:
+                            continue
+                        return admitted
+                    if limiter is None or limiter.start_now(cost, key=key):
+                        return await self._call(plan, attempt, deadline, item_id, admitted)
+                    if breaker is not None:
+                        breaker.release(admitted)  # the limiter is closed: wait in its line below
+                finally:
+                    if slots is not None:
+                        slots.release()
+            outcome = await self._attempt_waiting(plan, attempt, deadline, item_id, cost, key)
+            if outcome is not None:
+                return outcome
+
+    async def _attempt_waiting(
+        self,
+        plan: AsyncPlan[T],
+        attempt: int,
+        deadline: float | None,
+        item_id: str | None,
+        cost: int,
+        key: Hashable,
+    ) -> Result[T, ErrInfo] | _Late | None:
+        """An attempt that waits: its turn at the limiter holding no slot, then a slot.
+
+        Returns ``None`` when the breaker opened meanwhile and its reset comes
+        before the deadline: the attempt should go round again.
+        """
+        turn: AbstractAsyncContextManager[Turn | None] = (
+            self.limiter.turn(cost, key=key) if self.limiter is not None else contextlib.nullcontext()
+        )
+        async with turn as place:
+            if place is not None:
+                late = await self._await_turn(place, attempt, deadline, item_id, cost, key)
+                if late is not None:
+                    return late
+            if not await self._take_slot(deadline):
+                return _Late(_too_late(deadline, "a concurrency slot frees up", "concurrency"))
+            try:
+                # A shared back-off may have paused the limiter while we waited for the slot.
+                while place is not None and not place.may_start():
                     late = await self._await_turn(place, attempt, deadline, item_id, cost, key)
                     if late is not None:
                         return late
-                if not await self._take_slot(deadline):
-                    return _Late(_too_late(deadline, "a concurrency slot frees up", "concurrency"))
-                try:
-                    # A shared back-off may have paused the limiter while we waited for the slot.
-                    while place is not None and not place.may_start():
-                        late = await self._await_turn(place, attempt, deadline, item_id, cost, key)
-                        if late is not None:
-                            return late
-                    if deadline is not None and self.clock.now() >= deadline:
-                        return _Late(_too_late(deadline, "the call could start", "start"))
-                    admission = self.breaker.admit(item_id) if self.breaker is not None else None
-                    if isinstance(admission, ErrInfo):
-                        if self._reset_reachable(deadline):
-                            continue
-                        return self._refuse(admission, attempt, item_id)
-                    if place is not None:
-                        place.commit()
-                    return await self._call(plan, attempt, deadline, item_id, admission)
-                finally:
-                    if self.slots is not None:
-                        self.slots.release()
+                admitted = self._admit(attempt, deadline, item_id)
+                if not isinstance(admitted, Ticket):
+                    return admitted
+                if place is not None:
+                    place.commit()
+                return await self._call(plan, attempt, deadline, item_id, admitted)
+            finally:
+                if self.slots is not None:
+                    self.slots.release()
+
+    def _admit(self, attempt: int, deadline: float | None, item_id: str | None) -> Ticket | _Late | Err[ErrInfo] | None:
+        """Let the call start now, holding its slot: the breaker's ticket, or why not.
+
+        ``None`` means the breaker refused it but resets before the deadline.
+        """
+        if deadline is not None and self.clock.now() >= deadline:
+            return _Late(_too_late(deadline, "the call could start", "start"))
+        breaker = self.breaker
+        if breaker is None:
+            return _UNGUARDED
+        admission = breaker.admit(item_id)
+        if isinstance(admission, Ticket):
+            return admission
+        if self._reset_reachable(deadline):
+            return None
+        return self._refuse(admission, attempt, item_id)
 
     async def _await_breaker(self, attempt: int, deadline: float | None, item_id: str | None) -> ErrInfo | None:
         """Wait out an open breaker when the deadline allows; else the error to fail fast with."""
@@ -222,14 +320,15 @@ class PolicyRuntime:
         return None
 
     async def _take_slot(self, deadline: float | None) -> bool:
-        if self.slots is None:
+        slots = self.slots
+        if slots is None or slots.try_acquire():
             return True
-        if deadline is None or not self.slots.locked():
-            await self.slots.acquire()  # a free slot is taken without suspending
+        if deadline is None:
+            await slots.acquire()
             return True
         try:
             async with asyncio.timeout(deadline - self.clock.now()):
-                await self.slots.acquire()
+                await slots.acquire()
         except TimeoutError:
             return False
         return True
@@ -240,40 +339,47 @@ class PolicyRuntime:
         attempt: int,
         deadline: float | None,
         item_id: str | None,
-        ticket: Ticket | None,
+        ticket: Ticket,
     ) -> Result[T, ErrInfo]:
-        clock = self.clock
-        started = clock.now()
-        timeout = self.policy.timeout
-        limit = timeout.attempt if timeout is not None else None
+        emitting = self._emitting
+        limit = self._attempt_limit
         bound = "attempt"
-        if deadline is not None and (limit is None or deadline - started < limit):
-            limit, bound = deadline - started, "total"
-        self._emit("attempt", item_id, attempt)
-        scope = asyncio.timeout(limit)
+        started = 0.0
+        if deadline is not None or emitting:
+            started = self.clock.now()
+            if deadline is not None and (limit is None or deadline - started < limit):
+                limit, bound = deadline - started, "total"
+            if emitting:
+                self._emit("attempt", item_id, attempt)
         res: Result[T, ErrInfo]
         try:
-            async with scope:
+            if limit is None:
                 res = await plan()
-        except TimeoutError as exc:
-            expired = scope.expired()
-            res = Err(_timed_out(attempt, bound, limit, self.policy) if expired else user_error(exc))
+            else:
+                scope = asyncio.timeout(limit)
+                try:
+                    async with scope:
+                        res = await plan()
+                except TimeoutError as exc:
+                    res = Err(_timed_out(attempt, bound, limit, self.policy) if scope.expired() else user_error(exc))
         except Exception as exc:  # a plan should return Err; keep the policy's accounting whole
             res = Err(user_error(exc))
         except BaseException:
             # Cancelled (or interrupted): not an outcome the breaker should count.
-            if ticket is not None and self.breaker is not None:
+            if self.breaker is not None:
                 self.breaker.release(ticket)
             raise
-        took = clock.now() - started
+        breaker = self.breaker
         if isinstance(res, Ok):
-            if ticket is not None and self.breaker is not None:
-                self.breaker.record(ticket, None, item_id)
-            self._emit("success", item_id, attempt, took)
+            if breaker is not None:
+                breaker.record(ticket, None, item_id)
+            if emitting:
+                self._emit("success", item_id, attempt, self.clock.now() - started)
         else:
-            if ticket is not None and self.breaker is not None:
-                self.breaker.record(ticket, res.error.code, item_id)
-            self._emit("failure", item_id, attempt, took, code=res.error.code)
+            if breaker is not None:
+                breaker.record(ticket, res.error.code, item_id)
+            if emitting:
+                self._emit("failure", item_id, attempt, self.clock.now() - started, code=res.error.code)
         return res
 
     def _refuse(self, error: ErrInfo, attempt: int, item_id: str | None) -> Err[ErrInfo]:
@@ -303,7 +409,9 @@ class PolicyRuntime:
         code: str | None = None,
         data: dict[str, object] | None = None,
     ) -> None:
-        self.events(
+        if not self._emitting:
+            return
+        self._events(
             Event(
                 kind,
                 self.stage,

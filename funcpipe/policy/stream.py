@@ -248,6 +248,12 @@ def _plan_for(
     if rt is None:
         return f
     apply = rt.apply
+    if cost is None and rate_key is None:
+        # The usual stage: every call costs 1 in one bucket. It runs once per item, so it is kept lean.
+        def plain_plan_for(value: T) -> AsyncPlan[U]:
+            return apply(f(value), item_id=value.id if isinstance(value, Item) else None)
+
+        return plain_plan_for
 
     def plan_for(value: T) -> AsyncPlan[U]:
         return apply(

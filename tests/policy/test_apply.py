@@ -72,6 +72,16 @@ def test_apply_policy_passes_its_runtime_options_through() -> None:
     assert {(e.stage, e.item_id) for e in log.events} == {("s", "i")}
 
 
+def test_a_sink_given_after_the_runtime_is_made_gets_the_events() -> None:
+    rt = PolicyRuntime(Policy(concurrency=2), clock=VirtualClock())
+    log = EventLog()
+    rt.events = log
+
+    run_virtual(rt.apply(Service().plan(), item_id="late-sink"))
+
+    assert [(e.kind, e.item_id) for e in log.events] == [("attempt", "late-sink"), ("success", "late-sink")]
+
+
 def test_an_error_not_retried_carries_its_attempts() -> None:
     result = run_virtual(runtime().apply(Service([ErrCode.AUTH]).plan()))
 
@@ -222,6 +232,23 @@ def test_a_deadline_reached_at_the_limiter_returns_the_last_error() -> None:
     assert (result.error.code, result.error.meta["attempts"]) == (ErrCode.NETWORK, 3)
 
 
+def test_a_call_cancelled_while_waiting_for_a_slot_takes_none() -> None:
+    service = Service(latency=1.0)
+    rt = runtime(concurrency=1)
+
+    async def main() -> None:
+        holder = asyncio.ensure_future(rt.apply(service.plan())())
+        cancelled = asyncio.ensure_future(rt.apply(service.plan())())
+        await asyncio.sleep(0.5)
+        cancelled.cancel()
+        await rt.apply(service.plan())()
+        await holder
+
+    run_virtual(main)
+
+    assert service.starts == [0.0, 1.0]
+
+
 def test_waiting_for_a_slot_is_bounded_by_the_deadline() -> None:
     rt = runtime(concurrency=1, timeout=Timeout(total=3.0))
     starved = Service()
@@ -310,6 +337,28 @@ def test_a_retry_waits_out_the_breaker_its_own_failure_opened() -> None:
 
     assert result == Ok("ok")
     assert service.starts == [0.0, 10.0]
+
+
+def test_a_probe_that_must_wait_for_the_limiter_holds_no_probe_place_meanwhile() -> None:
+    rt = PolicyRuntime(
+        Policy(
+            circuit_breaker=CircuitBreaker(failures=1, reset_after=10.0, probes=1),
+            rate_limit=RateLimit(requests=1, per=20.0),
+        ),
+        clock=VirtualClock(),
+    )
+    service = Service([ErrCode.AUTH])
+
+    async def main() -> list[Result[object, ErrInfo]]:
+        await rt.apply(service.plan())()  # opens the breaker; the limiter's next opening is at 20
+        await asyncio.sleep(10.0)
+        probe = asyncio.ensure_future(rt.apply(service.plan("probe"))())  # admitted, then waits for the limiter
+        await asyncio.sleep(1.0)
+        later = asyncio.ensure_future(rt.apply(service.plan("later"))())  # not refused as a second probe
+        return list(await asyncio.gather(probe, later))
+
+    assert run_virtual(main) == [Ok("probe"), Ok("later")]
+    assert service.starts == [0.0, 20.0, 40.0]
 
 
 # --- everything together -----------------------------------------------------------------
