@@ -47,9 +47,6 @@ def run(
     Exit codes: 0 every item done; 1 some items failed (see the dead-letter
     file) or the run failed; 2 the spec is invalid.
     """
-    from funcpipe.run import Runner, RunOptions
-    from funcpipe.run.report import print_summary
-
     loaded = load_or_exit(spec, overrides, params_file)
     pipeline = compile_pipeline(loaded)
     if dry_run:
@@ -57,10 +54,14 @@ def run(
 
         estimates = estimate(pipeline, latency=latency)
         if log_format == "json":
-            click.echo(json.dumps({"pipeline": pipeline.name, "stages": to_json(estimates)}, sort_keys=True))
+            click.echo(json.dumps(to_json(pipeline, estimates, latency=latency), sort_keys=True))
         else:
             print_plan(pipeline, estimates, sys.stdout, latency=latency)
         return
+
+    from funcpipe.run import Runner, RunOptions
+    from funcpipe.run.report import print_summary
+
     options = RunOptions(
         report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
     )
