@@ -13,9 +13,10 @@ Prints, measured in one run:
 3. the rate a `PolicyRuntime` with ``rate_limit: {requests: 200, per: 1s}``
    achieves on the real clock, saturated by 16 callers, with aiolimiter's
    ``AsyncLimiter(200, 1)`` beside it when installed;
-4. the overhead per call of ``apply_policy`` with every call-level policy set
-   (timeout, retry, an unreachable rate limit, breaker, concurrency) against
-   the bare call.
+4. the overhead per call of ``apply_policy`` against the bare call: with only
+   ``concurrency``, and with every call-level policy set (timeout, retry, an
+   unreachable rate limit, breaker, concurrency), first with no event sink
+   and then with events kept in a list, as the runner's sink does.
 
 Rates are the best of ``--repeat`` runs. The two slowest chains (aiostream's,
 and the stages through a `PolicyRuntime`) carry ``--slow-n`` items, to keep
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from funcpipe.core import AsyncGen, AsyncPlan, ErrInfo, Ok, Result, async_gen_from_iterable, async_gen_map
-from funcpipe.policy import PolicyRuntime
+from funcpipe.policy import Event, PolicyRuntime, null_sink
 from funcpipe.policy.models import Backoff, CircuitBreaker, Policy, RateLimit, Retry, Timeout
 from funcpipe.policy.stream import apply_stream_policy
 
@@ -283,9 +284,13 @@ async def per_call_bare(calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-async def per_call_governed(calls: int) -> float:
-    """Seconds per call of `_noop` wrapped afresh by ``apply`` with `EVERY_POLICY`, as a stage does."""
-    runtime = PolicyRuntime(EVERY_POLICY)
+CONCURRENCY_ONLY = Policy(concurrency=CONCURRENCY)
+
+
+async def per_call_governed(calls: int, policy: Policy = EVERY_POLICY, events: bool = False) -> float:
+    """Seconds per call of `_noop` wrapped afresh by ``apply`` with ``policy``, as a stage does."""
+    kept: list[Event] = []
+    runtime = PolicyRuntime(policy, events=kept.append if events else null_sink)
     start = time.perf_counter()
     for _ in range(calls):
         await runtime.apply(_noop)()
@@ -370,10 +375,15 @@ async def report(args: argparse.Namespace) -> None:
         print("  aiolimiter AsyncLimiter: not installed")
 
     bare = min([await per_call_bare(args.calls) for _ in range(repeat)])
-    governed_call = min([await per_call_governed(args.calls) for _ in range(repeat)])
-    print("apply_policy overhead per call, every call-level policy set")
+    print("apply_policy overhead per call")
     print(f"  bare call: {bare * 1e6:.2f} us")
-    print(f"  apply_policy: {governed_call * 1e6:.2f} us (+{(governed_call - bare) * 1e6:.2f} us)")
+    for label, policy, events in (
+        ("concurrency only", CONCURRENCY_ONLY, False),
+        ("every call-level policy set", EVERY_POLICY, False),
+        ("every call-level policy set, events kept", EVERY_POLICY, True),
+    ):
+        governed_call = min([await per_call_governed(args.calls, policy, events) for _ in range(repeat)])
+        print(f"  {label}: {governed_call * 1e6:.2f} us (+{(governed_call - bare) * 1e6:.2f} us)")
 
 
 def main(argv: list[str] | None = None) -> int:
