@@ -13,7 +13,9 @@ project (its ``.funcpipe/`` included), is searched for the canaries.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,6 +122,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     # Under /tmp: as root, the server runs as another user, which must reach its directory.
     directory = Path(f"/tmp/funcpipe-secrets-{uuid.uuid4().hex[:12]}")
     directory.mkdir()
+    # Registered first, so it runs last: after the server's own cleanup at exit.
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     admin = start_server(directory)
 
     async def require_passwords() -> None:
