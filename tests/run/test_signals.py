@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -149,8 +150,23 @@ def table(pgdata: Path, name: str) -> list[tuple[str, str, str]]:
     return asyncio.run(fetch())
 
 
+def stop_server(pgdata: Path) -> None:
+    """Stop the embedded server: runs killed with -9 never release it, so it would outlive the test."""
+    pidfile = pgdata / "postmaster.pid"
+    if pidfile.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+
+
 def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     """Ten trials: kill -9 at a seeded random point, resume; the result equals an uninterrupted run."""
+    try:
+        _kill_and_resume_trials(tmp_path)
+    finally:
+        stop_server(tmp_path / ".funcpipe" / "pgdata")
+
+
+def _kill_and_resume_trials(tmp_path: Path) -> None:
     with (tmp_path / "items.jsonl").open("w") as fh:
         for i in range(200):
             fh.write(json.dumps({"id": i, "text": f"document {i} about topic {i % 7}"}) + "\n")
