@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from funcpipe.core import AsyncGen, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
@@ -236,8 +236,8 @@ def _not_text(stage: str, data: object) -> ErrInfo:
     )
 
 
-def clean(config: CleanConfig, ctx: StageContext) -> Transform:
-    """The ``text.clean`` stage: `clean_text` on each item's text; ids and lineage are kept."""
+def _per_text(stage: str, ctx: StageContext, each: Callable[[Item, str], list[Item]]) -> Transform:
+    """A stage applying ``each(item, text)`` to every item that has text; others become BAD_INPUT."""
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
         async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
@@ -248,15 +248,25 @@ def clean(config: CleanConfig, ctx: StageContext) -> Transform:
                 item = r.value
                 text = _text_of(item.data)
                 if text is None:
-                    yield Err(ctx.fail(item, _not_text("text.clean", item.data)))
+                    yield Err(ctx.fail(item, _not_text(stage, item.data)))
                     continue
-                cleaned = clean_text(text, config)
-                data = item.data
-                yield Ok(item.evolve(data={**data, "text": cleaned} if isinstance(data, Mapping) else cleaned))
+                for out in each(item, text):
+                    yield Ok(out)
 
         return run
 
     return transform
+
+
+def clean(config: CleanConfig, ctx: StageContext) -> Transform:
+    """The ``text.clean`` stage: `clean_text` on each item's text; ids and lineage are kept."""
+
+    def each(item: Item, text: str) -> list[Item]:
+        cleaned = clean_text(text, config)
+        data = item.data
+        return [item.evolve(data={**data, "text": cleaned} if isinstance(data, Mapping) else cleaned)]
+
+    return _per_text("text.clean", ctx, each)
 
 
 def chunk(config: ChunkConfig, ctx: StageContext) -> Transform:
@@ -292,24 +302,10 @@ def chunk(config: ChunkConfig, ctx: StageContext) -> Transform:
             out.append(Item(cid, span.text, meta, source_id))
         return out
 
-    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
-            async for r in upstream():
-                if isinstance(r, Err):
-                    yield r
-                    continue
-                item = r.value
-                text = _text_of(item.data)
-                if text is None:
-                    yield Err(ctx.fail(item, _not_text("text.chunk", item.data)))
-                    continue
-                chunks = chunks_of(item, text)
-                if not chunks:
-                    ctx.filtered(item, "no text")
-                    continue
-                for c in chunks:
-                    yield Ok(c)
+    def each(item: Item, text: str) -> list[Item]:
+        chunks = chunks_of(item, text)
+        if not chunks:
+            ctx.filtered(item, "no text")
+        return chunks
 
-        return run
-
-    return transform
+    return _per_text("text.chunk", ctx, each)

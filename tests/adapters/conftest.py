@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from funcpipe.run.resources import RunResources
+from tests.fakes import local_client
 from tests.pg import resources_for, shared_dsn
 
 
@@ -22,3 +24,10 @@ async def pg_resources(pg_dsn: str, tmp_path: Path) -> AsyncIterator[RunResource
     """Run resources whose embedded server is the session's; closed after the test."""
     async with resources_for(tmp_path) as resources:
         yield resources
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the local fake servers, closed after the test."""
+    async with local_client() as c:
+        yield c

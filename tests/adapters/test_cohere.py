@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -30,12 +30,6 @@ def shared_server() -> Iterator[CohereServer]:
 def server(shared_server: CohereServer) -> CohereServer:
     shared_server.reset()
     return shared_server
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with local_client() as c:
-        yield c
 
 
 def _adapter(server: CohereServer, client: httpx.AsyncClient, key: str = KEY, **fields: Any) -> CohereAdapter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import string
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -30,7 +30,7 @@ from funcpipe.adapters._http import (
 )
 from funcpipe.core import Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import ResourceError
-from tests.fakes import Fault, OpenAIServer, local_client
+from tests.fakes import Fault, OpenAIServer
 
 URL = "http://127.0.0.1:9/v1/embeddings"
 DATE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -55,12 +55,6 @@ def shared_server() -> Iterator[OpenAIServer]:
 def server(shared_server: OpenAIServer) -> OpenAIServer:
     shared_server.reset()
     return shared_server
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with local_client() as c:
-        yield c
 
 
 # -- statuses ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,12 +35,6 @@ def shared_server() -> Iterator[OpenAIServer]:
 def server(shared_server: OpenAIServer) -> OpenAIServer:
     shared_server.reset()
     return shared_server
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with local_client() as c:
-        yield c
 
 
 def _adapter(server: OpenAIServer, client: httpx.AsyncClient, key: str = KEY, **fields: Any) -> OpenAIAdapter:
