@@ -224,6 +224,10 @@ def _yaml_error(file: str, exc: yaml.YAMLError, text: str) -> SpecError:
             problem = f"{anchor} (first defined at line {exc.context_mark.line + 1})"
         elif exc.context and exc.problem and "deeper than" not in problem:
             problem = f"{problem} ({exc.context})"
+    if "nesting depth" in problem:
+        # libyaml (since PyYAML 6.0.3) refuses deep nesting itself, before
+        # our composer sees it; say it in the same words as our own bound.
+        problem = f"nesting deeper than {MAX_DEPTH} levels"
     at = _mark(file, mark)
     hint = "check the indentation and the quoting around this position"
     if _char_at(text, at) == "\t":

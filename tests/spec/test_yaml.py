@@ -137,6 +137,21 @@ def test_nesting_past_the_limit_is_refused_without_recursion_errors() -> None:
     depth = 100_000
     error = _error("[" * depth + "]" * depth).errors[0]
     assert f"deeper than {MAX_DEPTH}" in error.message
+    assert error.line == 1 and error.col is not None and error.col > MAX_DEPTH
+    assert error.hint is not None and "nested" in error.hint
+
+
+@pytest.mark.parametrize("parser", ["c", "python"])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 999, 1001, 5000])
+def test_every_nesting_past_the_limit_gets_our_located_error(
+    monkeypatch: pytest.MonkeyPatch, parser: str, depth: int
+) -> None:
+    if parser == "python":
+        monkeypatch.setattr(_yaml, "_CParser", None)
+    for text in ("[" * depth + "]" * depth, "a: " + "{b: " * depth + "1" + "}" * depth):
+        error = _error(text).errors[0]
+        assert f"deeper than {MAX_DEPTH}" in error.message
+        assert error.line == 1 and error.col is not None
 
 
 def test_nesting_through_aliases_is_bounded_too() -> None:
