@@ -169,6 +169,7 @@ class Runner:
         dl_path = (loaded.base_dir / dl) if dl else self.state_dir / f"{pipeline.name}.dead.jsonl"
         self.dead = DeadLetters(dl_path, self.run_id, redact=self.redact.scrub)
         self.fail_fast = loaded.spec.on_error.mode == "fail_fast"
+        self._first_failure: str | None = None
         self.settled_hooks: list[Callable[[str, str], None]] = []
         self.ledger: Ledger | None = None
         self._content: dict[str, str] = {}
@@ -240,7 +241,11 @@ class Runner:
                 self.acct.source(item.source_id)  # failed as it was read: still a source item
             self.acct.failed(item.source_id)
         if self.fail_fast:
-            raise FailFast(f"stage {stage_id}: {error.code}: {error.msg} (on_error: fail_fast)")
+            # Concurrent stages may dead-letter an item or two more before the stop reaches
+            # them; those count too, but the run is reported as stopped by the first.
+            if self._first_failure is None:
+                self._first_failure = f"stage {stage_id}: {error.code}: {error.msg} (on_error: fail_fast)"
+            raise FailFast(self._first_failure)
 
     def _tee(self, tg: asyncio.TaskGroup, gen: AsyncGen[Item], n: int) -> list[AsyncGen[Item]]:
         queues: list[asyncio.Queue[object]] = [asyncio.Queue(self.options.buffer) for _ in range(n)]
