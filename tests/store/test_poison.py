@@ -11,6 +11,7 @@ from funcpipe.adapters.memory import MemoryStore
 from funcpipe.core import Err, ErrCode, Ok
 from funcpipe.ports import Fingerprint, VectorRecord
 from tests.e2e._support import env, fetch, funcpipe
+from tests.fakes.servers import BadRequest, OpenAIServer, hashing_embed
 from tests.pg import shared_dsn, unique_name
 
 LINES = 11
@@ -145,3 +146,48 @@ async def test_nan_in_meta_is_bad_input_not_a_crash(tmp_path: Path) -> None:
             assert isinstance(res, Err)
             assert res.error.code == ErrCode.BAD_INPUT
             assert "meta.score is NaN or infinite" in res.error.msg
+
+
+# -- embed: the provider refuses a request holding one text --------------------------------
+
+FORBIDDEN = "this text breaks the model"
+
+
+def refuse_forbidden(text: str, dim: int) -> list[float]:
+    if FORBIDDEN in text:
+        raise BadRequest(f"'$.input' is invalid: {FORBIDDEN!r} is not allowed")
+    return hashing_embed(text, dim)
+
+
+def test_a_request_the_provider_refuses_for_one_text_fails_only_that_chunk(tmp_path: Path) -> None:
+    texts = [f"chunk number {n} about something" for n in range(10)]
+    texts[6] = f"chunk 6: {FORBIDDEN}"
+    (tmp_path / "lines.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    spec = tmp_path / "embed.yaml"
+    spec.write_text(
+        "version: 1\n"
+        "name: embed\n"
+        "adapters:\n"
+        '  embedder: {kind: openai, model: text-embedding-3-small, dimensions: 64, base_url: "${OPENAI_BASE_URL}"}\n'
+        "policies:\n"
+        "  api: {retry: {max_attempts: 3, backoff: {kind: immediate}}, circuit_breaker: {}}\n"
+        "stages:\n"
+        "  - {id: load, use: source.jsonl, with: {path: lines.jsonl, text_field: text}}\n"
+        "  - {id: embed, use: embed, adapter: embedder, policy: api, batch: {size: 16}}\n"
+        "  - {id: out, use: sink.jsonl, with: {path: out.jsonl}}\n"
+        "on_error: {mode: continue}\n",
+        encoding="utf-8",
+    )
+    with OpenAIServer(api_key="sk-test", dim=64, embed_fn=refuse_forbidden) as server:
+        proc = funcpipe("run", str(spec), environ=env(OPENAI_BASE_URL=server.url, OPENAI_API_KEY="sk-test"))
+        statuses = dict(server.statuses)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = [json.loads(x)["data"]["text"] for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(out) == sorted(t for t in texts if FORBIDDEN not in t)
+    [dead] = [json.loads(x) for x in (tmp_path / ".funcpipe" / "embed.dead.jsonl").read_text().splitlines()]
+    assert (dead["stage"], dead["data"], dead["error"]["code"]) == ("embed", texts[6], ErrCode.SERVICE_SPECIFIC)
+    assert "400" in dead["error"]["msg"]
+    # Refused (a 400 is never retried): 0-9, 5-9, 5-6 and 6 alone; answered: 0-4, 7-9 and 5.
+    assert (statuses[400], statuses[200]) == (4, 3)
