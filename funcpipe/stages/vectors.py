@@ -92,9 +92,10 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
 
     The store is prepared (extension, table, index, fingerprint check) before
     the first write. A batch the store refuses is split to find the records
-    it refuses (see `funcpipe.policy.stream`), so one bad record fails alone. Stale deletion needs ``chunk_count`` in the chunks' meta
-    (``text.chunk`` sets it) and happens only when every chunk of that source
-    was written, so a partly failed source keeps its old chunks.
+    it refuses (see `funcpipe.policy.stream`), so one bad record fails alone.
+    Stale deletion needs ``chunk_count`` in the chunks' meta (``text.chunk``
+    sets it) and happens only when every chunk of that source was written,
+    so a partly failed source keeps its old chunks.
     """
     store: VectorStorePort = ctx.adapter
     embedder: EmbedPort | None = ctx.services.get("embedder")

@@ -86,7 +86,7 @@ def test_without_text_clean_the_two_poison_lines_fail_alone_and_nine_are_stored(
 
 def test_with_text_clean_all_eleven_lines_are_stored_without_nul(tmp_path: Path) -> None:
     table = unique_name("poison")
-    code, dead, report = run(write_project(tmp_path, table, clean=True))
+    code, dead, _ = run(write_project(tmp_path, table, clean=True))
 
     assert (code, dead) == (0, [])
     rows = fetch(shared_dsn(), f"SELECT text, meta::text AS meta FROM {table}")
