@@ -174,8 +174,15 @@ def _min_length(err: Any) -> int:
     return int(ctx.get("min_length", 0))
 
 
-def _shown(doc: Document, path: Path, value: object) -> str:
-    if is_env_field(path):
+def is_secret_field(model: type[BaseModel], rel: Path) -> bool:
+    """True if the field at ``rel`` may hold a secret (marked ``writeOnly``, e.g. a DSN)."""
+    info = field_at(model, rel)
+    extra = info.json_schema_extra if info is not None else None
+    return isinstance(extra, dict) and extra.get("writeOnly") is True
+
+
+def _shown(doc: Document, path: Path, value: object, secret: bool = False) -> str:
+    if is_env_field(path) or secret:
         return "(value not shown)"
     written = doc.written.get(path)
     if written is not None:
@@ -183,10 +190,10 @@ def _shown(doc: Document, path: Path, value: object) -> str:
     return show(value)
 
 
-def _scrub(doc: Document, path: Path, value: object, message: str) -> str:
+def _scrub(doc: Document, path: Path, value: object, message: str, secret: bool = False) -> str:
     # A value that came from the environment may be a secret: messages show
     # the text as written in the spec instead.
-    if is_env_field(path) and isinstance(value, str) and value:
+    if (is_env_field(path) or secret) and isinstance(value, str) and value:
         return message.replace(value, "(value not shown)")
     written = doc.written.get(path)
     if written is not None and isinstance(value, str) and value:
@@ -203,7 +210,8 @@ def _describe(
     value: object,
 ) -> tuple[str, str, bool]:
     kind: str = err["type"]
-    shown = _shown(doc, path, value)
+    secret = is_secret_field(model, rel)
+    shown = _shown(doc, path, value, secret)
     if kind == "missing":
         name = rel[-1]
         return f"missing required field {name!r}", _hint_for(model, rel), False
@@ -241,7 +249,9 @@ def _describe(
     msg = str(err["msg"])
     if kind in ("value_error", "assertion_error"):
         msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-        msg = _scrub(doc, path, value, msg)
+        msg = _scrub(doc, path, value, msg, secret)
+        if secret:
+            return msg, _hint_for(model, rel), False
         if not isinstance(value, dict | list) and shown not in msg and repr(value) not in msg:
             msg = f"{msg} (got {shown})"
         return msg, _hint_for(model, rel), False
@@ -249,5 +259,5 @@ def _describe(
         msg = "should be " + msg[len("Input should be ") :]
     elif msg.startswith("String should "):
         msg = "should " + msg[len("String should ") :]
-    msg = _scrub(doc, path, value, msg)
+    msg = _scrub(doc, path, value, msg, secret)
     return f"{msg}, got {shown}", _hint_for(model, rel), False
