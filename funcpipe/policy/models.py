@@ -113,13 +113,22 @@ Duration = Annotated[
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 """A `Duration` longer than zero (a zero timeout or window fails every call)."""
 
+_ITEM_FIELD = r"^(id|source_id|data|meta)(\.[A-Za-z0-9_-]{1,64}){0,8}$"
+
+
+def _item_field(value: str) -> str:
+    if not re.fullmatch(_ITEM_FIELD[1:-1], value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+        raise ValueError(
+            f"{shown} is not an item field: write id, source_id, data or meta, then dotted keys, e.g. meta.tenant"
+        )
+    return value
+
+
 ItemField = Annotated[
     str,
-    Field(
-        pattern=r"^(id|source_id|data|meta)(\.[A-Za-z0-9_-]{1,64}){0,8}$",
-        max_length=256,
-        json_schema_extra={"examples": ["meta.tenant", "source_id"]},
-    ),
+    AfterValidator(_item_field),
+    Field(json_schema_extra={"pattern": _ITEM_FIELD, "examples": ["meta.tenant", "source_id"]}),
 ]
 """A field of an item: ``id``, ``source_id``, ``data`` or ``meta``, then dotted keys."""
 

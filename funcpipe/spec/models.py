@@ -8,9 +8,8 @@ same way as built-ins.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
 import re
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
