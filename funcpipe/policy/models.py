@@ -41,7 +41,8 @@ MAX_ATTEMPTS = 100
 """Retry attempts at most."""
 
 
-def _no_bool(value: object) -> object:
+def no_bool(value: object) -> object:
+    """Refuse a boolean where a number is expected (a before-validator)."""
     # YAML reads `true` as a boolean and Python's bool is an int: `concurrency: true`
     # would silently mean 1.
     if isinstance(value, bool):
@@ -49,11 +50,17 @@ def _no_bool(value: object) -> object:
     return value
 
 
-Int = Annotated[int, BeforeValidator(_no_bool)]
+Int = Annotated[int, BeforeValidator(no_bool)]
 """A whole number that refuses booleans (bounds are given per field)."""
 
-Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
+Float = Annotated[float, BeforeValidator(no_bool), Field(allow_inf_nan=False)]
 """A finite number that refuses booleans, NaN and infinity."""
+
+
+def _short(value: object) -> str:
+    # As spec errors show values: strings quoted, long values cut.
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_duration(value: object) -> float:
@@ -69,19 +76,19 @@ def parse_duration(value: object) -> float:
     seconds: float
     if isinstance(value, int):
         # float() of a huge int overflows; anything this large is refused below anyway.
-        seconds = float(value) if abs(value) <= 10**18 else math.copysign(math.inf, value)
+        seconds = float(value) if abs(value) <= 10**18 else (math.inf if value > 0 else -math.inf)
     elif isinstance(value, float):
         seconds = value
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         seconds = float(m.group(1)) * _UNIT[m.group(2)]
     else:
-        raise ValueError(f"expected {_FORMS}, got {value!r}")
+        raise ValueError(f"expected {_FORMS}, got {_short(value)}")
     if math.isnan(seconds):
         raise ValueError("a duration must be a finite number of seconds, not NaN")
     if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+        raise ValueError(f"a duration cannot be negative, got {_short(value)}")
     if seconds > MAX_DURATION:
-        raise ValueError(f"a duration is at most 24h, got {value!r}")
+        raise ValueError(f"a duration is at most 24h, got {_short(value)}")
     return seconds
 
 

@@ -135,11 +135,31 @@ def fields_at(model: type[BaseModel], path: Path) -> list[str] | None:
 
 
 def _hint_for(model: type[BaseModel], rel: Path) -> str:
-    info = field_at(model, rel)
-    if info is not None and info.description:
-        name = rel[-1] if rel else ""
-        return f"{name}: {info.description}"
+    # A list item or mapping value has no description of its own: its field's says what it is.
+    for end in range(len(rel), 0, -1):
+        info = field_at(model, rel[:end])
+        if info is not None and info.description:
+            return f"{rel[end - 1]}: {info.description}"
     return _GENERIC_HINT
+
+
+_BOUNDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _range_hint(model: type[BaseModel], rel: Path) -> str:
+    """The hint for a number out of range: the field, then every bound it has."""
+    hint = _hint_for(model, rel)
+    info = field_at(model, rel)
+    if info is None:
+        return hint
+    bounds = [
+        f"{_BOUNDS[attr]} {getattr(m, attr)}"
+        for m in info.metadata
+        for attr in _BOUNDS
+        if getattr(m, attr, None) is not None
+    ]
+    return f"{hint} Use a value {' and '.join(bounds)}." if bounds else hint
 
 
 def pydantic_errors(doc: Document, exc: ValidationError, *, model: type[BaseModel], root: Path = ()) -> list[SpecError]:
@@ -255,9 +275,10 @@ def _describe(
         if not isinstance(value, dict | list) and shown not in msg and repr(value) not in msg:
             msg = f"{msg} (got {shown})"
         return msg, _hint_for(model, rel), False
+    hint = _range_hint(model, rel) if kind in _RANGE_ERRORS else _hint_for(model, rel)
     if msg.startswith("Input should be "):
         msg = "should be " + msg[len("Input should be ") :]
     elif msg.startswith("String should "):
         msg = "should " + msg[len("String should ") :]
     msg = _scrub(doc, path, value, msg, secret)
-    return f"{msg}, got {shown}", _hint_for(model, rel), False
+    return f"{msg}, got {shown}", hint, False

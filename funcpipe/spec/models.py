@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from funcpipe.policy.models import Batch, Duration, Int, Policy
+from funcpipe.policy.models import Batch, Duration, Int, Policy, no_bool
 
 # Names become file names (.funcpipe/<name>.dead.jsonl, reports) and appear in
 # logs: ASCII, starting with a letter or _, so never '.', '..' or a path. Pydantic
@@ -46,8 +46,8 @@ Name = Annotated[
 ]
 """A pipeline name or stage id: a letter or _, then letters, digits, _, . and -; 64 at most."""
 
-Ref = Annotated[str, Field(min_length=1, max_length=256)]
-"""A reference to something named elsewhere in the spec."""
+Ref = Annotated[str, Field(max_length=256)]
+"""A reference to something named elsewhere in the spec (the second pass reports unknown ones, '' included)."""
 
 
 def _policy_form(value: object) -> str:
@@ -92,6 +92,15 @@ class StageSpec(_Spec):
     def _one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("from_")
+    @classmethod
+    def _each_once(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            twice = sorted({s for s in v if v.count(s) > 1})
+            if twice:
+                raise ValueError(f"{', '.join(repr(s) for s in twice)} named more than once: name each input once")
+        return v
+
 
 class QuerySpec(_Spec):
     """How `funcpipe query` answers a question from the stored chunks."""
@@ -129,15 +138,18 @@ class OnError(_Spec):
 class PipelineSpec(_Spec):
     """A whole funcpipe document."""
 
-    version: Literal[1] = Field(..., description="Spec language version; only 1 exists.")
+    version: Annotated[Literal[1], BeforeValidator(no_bool)] = Field(
+        ..., description="Spec language version; only 1 exists."
+    )
     name: Name = Field(..., description="Pipeline name (state and reports are keyed by it).")
     description: str | None = Field(None, description="Free text.")
     params: dict[str, Any] = Field(default_factory=dict, description="Values for {{ params.x }} templates.")
-    adapters: dict[str, dict[str, Any]] = Field(
+    adapters: dict[Name, dict[str, Any]] = Field(
         default_factory=dict,
+        max_length=1_000,
         description="Named adapters: each has a `kind:` and that kind's fields.",
     )
-    policies: dict[str, Policy] = Field(default_factory=dict, description="Named policies.")
+    policies: dict[Name, Policy] = Field(default_factory=dict, max_length=1_000, description="Named policies.")
     stages: tuple[StageSpec, ...] = Field(..., min_length=1, max_length=MAX_STAGES, description="The stages, in order.")
     query: QuerySpec | None = Field(None, description="Question answering for `funcpipe query`.")
     on_error: OnError = Field(default_factory=OnError, description="Failure handling.")
