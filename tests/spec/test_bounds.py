@@ -86,3 +86,30 @@ def test_ordinary_template_arithmetic_still_works(source: str, expected: str) ->
 def test_a_template_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(TemplateError, match="too long"):
         render_template("{{ 1 }}" + "x" * 200_000, {})
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        ("funcpipe.stages.config:CallableConfig", "fn", "os:path\n"),
+        ("funcpipe.adapters.config:PgvectorConfig", "table", "chunks\n"),
+        ("funcpipe.adapters.config:AnthropicConfig", "anthropic_version", "2023-06-01\n"),
+        ("funcpipe.adapters.config:OllamaConfig", "keep_alive", "5m\n"),
+    ],
+)
+def test_identifiers_match_in_full_a_trailing_newline_is_refused(model: str, field: str, value: str) -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from funcpipe.registry import resolve_import
+
+    cls = resolve_import(model)
+    assert isinstance(cls, type) and issubclass(cls, BaseModel)
+    required = {"model": "m"} if "model" in cls.model_fields and field != "model" else {}
+    with pytest.raises(ValidationError):
+        cls.model_validate({**required, field: value})
+
+
+def test_a_path_with_an_odd_key_is_shown_quoted() -> None:
+    from funcpipe.spec._paths import format_path
+
+    assert format_path(("params", "a\n")) == "params['a\\n']"
