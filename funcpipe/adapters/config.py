@@ -72,8 +72,7 @@ def check_dsn(value: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError("the DSN is not a valid URL (check the host and the port number)") from None
-    if not parts.hostname and "host=" not in parts.query:
-        raise ValueError("the DSN names no host: postgresql://user:password@host:5432/dbname")
+    # No host is allowed, as in libpq: the local socket (or PGHOST) is used.
     if port is not None and not 1 <= port <= 65535:
         raise ValueError("the DSN's port must be between 1 and 65535")
     return value

@@ -33,6 +33,8 @@ def test_a_name_of_64_characters_is_accepted() -> None:
         "postgresql://u:p@db.example.com:5432/app",
         "postgres://localhost/app",
         "host=db.example.com dbname=app user=u",
+        "postgresql:///app",
+        "postgresql:///app?host=/var/run/postgresql",
     ],
 )
 def test_a_well_formed_literal_dsn_is_accepted(dsn: str) -> None:
@@ -40,7 +42,7 @@ def test_a_well_formed_literal_dsn_is_accepted(dsn: str) -> None:
     assert load(text).adapters["s"].dsn == dsn  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("dsn", ["postgresql://", "http://h/db", "not a dsn", "postgresql://h:0/db"])
+@pytest.mark.parametrize("dsn", ["postgresql://h:port/db", "http://h/db", "not a dsn", "postgresql://h:0/db"])
 def test_a_malformed_literal_dsn_is_refused(dsn: str) -> None:
     text = MINIMAL.replace("stages:", f'adapters:\n  s: {{kind: pgvector, dsn: "{dsn}"}}\nstages:')
     error = only_error(text)
