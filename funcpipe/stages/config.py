@@ -22,6 +22,10 @@ class FilesSourceConfig(StageConfig):
     mode: Literal["text", "bytes"] = Field("text", description="Read as text (decoded) or raw bytes.")
     encoding: str = Field("utf-8", description="Text encoding; undecodable files become BAD_INPUT items.")
     max_bytes: int = Field(10_000_000, ge=1, description="Larger files become BAD_INPUT items.")
+    allow_empty: bool = Field(
+        False,
+        description="Let a missing `path`, or globs that match no file, read nothing instead of being an error.",
+    )
 
 
 class JsonlSourceConfig(StageConfig):
@@ -30,6 +34,8 @@ class JsonlSourceConfig(StageConfig):
     path: str = Field(..., description="File path, relative to the spec file.")
     id_field: str | None = Field(None, description="Field holding a stable id; default: hash of the object.")
     text_field: str | None = Field(None, description="If set, the item's data is this field's text; else the object.")
+    max_line_bytes: int = Field(10_000_000, ge=1, description="Longer lines become BAD_INPUT items.")
+    allow_empty: bool = Field(False, description="Let a missing or empty file read nothing instead of being an error.")
 
 
 class CleanConfig(StageConfig):
