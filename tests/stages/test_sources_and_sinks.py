@@ -77,7 +77,7 @@ def test_jsonl_source_ids_text_field_and_bad_lines(tmp_path: Path) -> None:
     assert out[0].value.meta["lang"] == "en"
     assert [r.error.msg for r in out[1:] if isinstance(r, Err)] == [
         "line 3: invalid JSON: Expecting property name enclosed in double quotes",
-        "line 4: field 'body' is missing or not text",
+        "line 4: field 'body' is missing or not text (got a number)",
         "line 5: no field 'key'",
     ]
 
