@@ -40,6 +40,7 @@ from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
 from funcpipe.run.redact import Redactor
 from funcpipe.run.report import ErrorCount, RunReport, StageReport
+from funcpipe.spec.sources import check_sources
 from funcpipe.stages.base import StageContext
 
 
@@ -340,6 +341,7 @@ class Runner:
         if base not in sys.path:
             sys.path.insert(0, base)
         adapters = LazyAdapters(self.pipeline, resources)
+        check_sources(self.pipeline.loaded)
         await self._preflight(adapters)
         async with asyncio.TaskGroup() as tg:
             final = self._build(tg, adapters)

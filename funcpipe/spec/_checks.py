@@ -32,6 +32,7 @@ from funcpipe.registry import (
 from funcpipe.spec._diagnose import pydantic_errors, show, value_at
 from funcpipe.spec._paths import Path, format_path
 from funcpipe.spec._yaml import Document
+from funcpipe.spec.sources import source_path_errors
 from funcpipe.spec.templating import TemplateError, check_template
 
 PROMPT_VARIABLES = ("chunks", "params", "question")
@@ -462,7 +463,9 @@ def check_document(doc: Document, registry: Registry, base_dir: FsPath) -> Check
     spec's directory) importable, as the runner does.
     """
     with _importable(base_dir):
-        return _Checker(doc, registry).run()
+        checked = _Checker(doc, registry).run()
+    checked.errors.extend(source_path_errors(doc, checked.stage_configs, base_dir))
+    return checked
 
 
 @contextmanager

@@ -77,6 +77,10 @@ class FilesSourceConfig(StageConfig):
         "utf-8", max_length=64, description="Text encoding; undecodable files become BAD_INPUT items."
     )
     max_bytes: Int = Field(10_000_000, ge=1, le=1_000_000_000, description="Larger files become BAD_INPUT items.")
+    allow_empty: bool = Field(
+        False,
+        description="Let a missing `path`, or globs that match no file, read nothing instead of being an error.",
+    )
 
 
 class JsonlSourceConfig(StageConfig):
@@ -87,6 +91,8 @@ class JsonlSourceConfig(StageConfig):
     text_field: FieldName | None = Field(
         None, description="If set, the item's data is this field's text; else the object."
     )
+    max_line_bytes: Int = Field(10_000_000, ge=1, le=1_000_000_000, description="Longer lines become BAD_INPUT items.")
+    allow_empty: bool = Field(False, description="Let a missing or empty file read nothing instead of being an error.")
 
 
 class CleanConfig(StageConfig):

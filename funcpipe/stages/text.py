@@ -10,9 +10,11 @@ them over item streams.
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Mapping
+from array import array
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from funcpipe.core import AsyncGen, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
@@ -32,7 +34,9 @@ class Span:
 # -- clean ------------------------------------------------------------------
 
 _NEWLINES = re.compile(r"\r\n?|[\x0b\x0c\x85\u2028\u2029]")
-_HSPACE_RUN = re.compile(r"(?<=\S)[^\S\n]+")
+# A run of spaces to rewrite: a lone " " after a word is already clean, and
+# leaving it unmatched keeps the substitution from splitting the text at every space.
+_HSPACE_RUN = re.compile(r"(?<=\S)(?: [^\S\n]+|[^\S \n][^\S\n]*)")
 _TRAILING = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Controls (category Cc) but tab and newline, lone surrogates (undecodable
@@ -42,6 +46,8 @@ _DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
 # PostgreSQL refuses in text and in jsonb, and lone surrogates, which cannot
 # be encoded as UTF-8 at all.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_BLOCK = 1 << 18
+"""Characters cleaned at a time: a regex substitution holds a piece per match, so it works on blocks."""
 
 
 def clean_text(text: str, config: CleanConfig) -> str:
@@ -53,7 +59,48 @@ def clean_text(text: str, config: CleanConfig) -> str:
     runs of spaces inside a line become one space (indentation is kept),
     trailing spaces go, there is at most one blank line in a row, and the
     text is stripped. The function is idempotent.
+
+    A long text is cleaned in blocks cut after a line break that no step
+    can reach across, so the result is the same as cleaning it whole, and
+    memory stays near the size of the input plus the output.
     """
+    blocks = [_clean_block(text[a:b], config) for a, b in _blocks(text)]
+    if config.collapse_whitespace:
+        blocks[0] = blocks[0].lstrip()
+        blocks[-1] = blocks[-1].rstrip()
+    return blocks[0] if len(blocks) == 1 else "".join(blocks)
+
+
+def _safe_start(ch: str) -> bool:
+    """Whether a block may start with ``ch`` right after a line break.
+
+    No step changes it or joins it to what comes before: it is not
+    whitespace, not dropped, not combining, and stable under normalisation.
+    """
+    return (
+        not ch.isspace()
+        and ch.isprintable()
+        and not _DROPPED.match(ch)
+        and unicodedata.combining(ch) == 0
+        and unicodedata.normalize("NFKC", ch) == ch == unicodedata.normalize("NFC", ch)
+    )
+
+
+def _blocks(text: str) -> Iterator[tuple[int, int]]:
+    n = len(text)
+    start = 0
+    while n - start > _BLOCK:
+        cut = text.find("\n", start + _BLOCK)
+        while cut != -1 and cut + 1 < n and not _safe_start(text[cut + 1]):
+            cut = text.find("\n", cut + 1)
+        if cut == -1 or cut + 1 >= n:
+            break
+        yield start, cut + 1
+        start = cut + 1
+    yield start, n
+
+
+def _clean_block(text: str, config: CleanConfig) -> str:
     text = _NEWLINES.sub("\n", text)
     # Controls go before normalising: removing one between a letter and a
     # combining mark would otherwise leave an uncomposed pair behind.
@@ -67,7 +114,6 @@ def clean_text(text: str, config: CleanConfig) -> str:
         text = _HSPACE_RUN.sub(" ", text)
         text = _TRAILING.sub("", text)
         text = _BLANK_LINES.sub("\n\n", text)
-        text = text.strip()
     return text
 
 
@@ -76,46 +122,129 @@ def clean_text(text: str, config: CleanConfig) -> str:
 _SECTION_BREAK = re.compile(r"\n(?=#{1,6}[^\S\n])")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"'\u2019\u201d)\]]*(?=\s)")
-_LINE_BREAK = re.compile(r"\n")
-_SPACE = re.compile(r"\s")
+_LAST_SPACE = re.compile(r"[\s\S]*\s")
 _WORD_START = re.compile(r"(?<!\S)\S")
 _HEADING = re.compile(r"^#{1,6}[^\S\n]+(.+?)[^\S\n]*#*[^\S\n]*$", re.MULTILINE)
 
 
-def _positions(pattern: re.Pattern[str], text: str, *, at_end: bool) -> list[int]:
-    return [m.end() if at_end else m.start() for m in pattern.finditer(text)]
+class _Positions:
+    """The offsets a pattern yields over a text, read lazily and kept only for a sliding window.
+
+    The offsets are exactly those of one ``finditer`` over the whole text;
+    they are pulled as a query needs them, and `drop_below` forgets those
+    behind the window, so a huge text costs memory for one window only.
+    """
+
+    def __init__(self, offsets: Iterator[int]) -> None:
+        self._offsets = offsets
+        self._seen: list[int] = []
+        self._done = False
+
+    def _fill(self, hi: int) -> None:
+        seen = self._seen
+        while not self._done and (not seen or seen[-1] <= hi):
+            nxt = next(self._offsets, None)
+            if nxt is None:
+                self._done = True
+            else:
+                seen.append(nxt)
+
+    def drop_below(self, lo: int) -> None:
+        """Forget the offsets below ``lo`` (no later query looks there)."""
+        i = bisect.bisect_left(self._seen, lo)
+        if i:
+            del self._seen[:i]
+
+    def last_in(self, lo: int, hi: int) -> int | None:
+        """The largest offset p with lo < p <= hi, if any."""
+        self._fill(hi)
+        seen = self._seen
+        i = bisect.bisect_right(seen, hi)
+        if i and seen[i - 1] > lo:
+            return seen[i - 1]
+        return None
+
+    def first_in(self, lo: int, hi: int) -> int | None:
+        """The smallest offset p with lo <= p <= hi, if any."""
+        self._fill(hi)
+        seen = self._seen
+        i = bisect.bisect_left(seen, lo)
+        if i < len(seen) and seen[i] <= hi:
+            return seen[i]
+        return None
 
 
-def _last_in(positions: list[int], lo: int, hi: int) -> int | None:
-    """The largest position p with lo < p <= hi, if any."""
-    i = bisect.bisect_right(positions, hi)
-    if i and positions[i - 1] > lo:
-        return positions[i - 1]
-    return None
+def _offsets(pattern: re.Pattern[str], text: str, *, at_end: bool) -> Iterator[int]:
+    return (m.end() if at_end else m.start() for m in pattern.finditer(text))
 
 
-def _first_in(positions: list[int], lo: int, hi: int) -> int | None:
-    """The smallest position p with lo <= p <= hi, if any."""
-    i = bisect.bisect_left(positions, lo)
-    if i < len(positions) and positions[i] <= hi:
-        return positions[i]
-    return None
+def _distinct(offsets: Iterator[int]) -> Iterator[int]:
+    last = -1
+    for p in offsets:
+        if p != last:
+            yield p
+            last = p
+
+
+class _Window:
+    """Single-character boundaries, found by searching the window a query names.
+
+    Each of these patterns matches exactly one character, so the matches a
+    search inside a window finds are those a scan of the whole text finds
+    there: nothing needs to be kept between queries.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def last_line(self, lo: int, hi: int) -> int | None:
+        """The last line break p with lo < p <= hi."""
+        p = self.text.rfind("\n", lo + 1, hi + 1)
+        return None if p < 0 else p
+
+    def last_section(self, lo: int, hi: int) -> int | None:
+        """The last line break before a Markdown heading, p with lo < p <= hi."""
+        p = self.text.rfind("\n", lo + 1, hi + 1)
+        while p >= 0:
+            if _SECTION_BREAK.match(self.text, p):
+                return p
+            p = self.text.rfind("\n", lo + 1, p)
+        return None
+
+    def last_space(self, lo: int, hi: int) -> int | None:
+        """The last whitespace p with lo < p <= hi."""
+        m = _LAST_SPACE.match(self.text, lo + 1, hi + 1)
+        return None if m is None else m.end() - 1
+
+    def first_word(self, lo: int, hi: int) -> int | None:
+        """The first word start p with lo <= p <= hi."""
+        m = _WORD_START.search(self.text, lo, hi + 1)
+        return None if m is None else m.start()
 
 
 class _Boundaries:
-    """Every candidate cut in a text, by preference, as sorted offsets."""
+    """Every candidate cut in a text, by preference, found lazily in order."""
 
     def __init__(self, text: str) -> None:
         # A cut is where a piece ends; each of these lies on whitespace, so a
-        # cut there never splits a word.
-        self.sections = _positions(_SECTION_BREAK, text, at_end=False)
-        self.paragraphs = _positions(_PARAGRAPH_BREAK, text, at_end=False)
-        self.sentences = _positions(_SENTENCE_END, text, at_end=True)
-        self.lines = _positions(_LINE_BREAK, text, at_end=False)
-        self.spaces = _positions(_SPACE, text, at_end=False)
+        # cut there never splits a word. Paragraph breaks and sentence ends
+        # span several characters, so they are read by one scan of the text.
+        self.window = _Window(text)
+        self.paragraphs = _Positions(_offsets(_PARAGRAPH_BREAK, text, at_end=False))
+        self.sentences = _Positions(_offsets(_SENTENCE_END, text, at_end=True))
         # Where a piece may start, for the overlap: a sentence or a word start.
-        self.word_starts = _positions(_WORD_START, text, at_end=False)
-        self.sentence_starts = sorted({_skip_space(text, p) for p in self.sentences + self.paragraphs})
+        # Both inputs are ascending and skipping space keeps order, so merging
+        # them and dropping repeats gives the sorted set of sentence starts.
+        starts = heapq.merge(
+            (_skip_space(text, p) for p in _offsets(_SENTENCE_END, text, at_end=True)),
+            (_skip_space(text, p) for p in _offsets(_PARAGRAPH_BREAK, text, at_end=False)),
+        )
+        self.sentence_starts = _Positions(_distinct(starts))
+
+    def advance(self, pos: int) -> None:
+        """The next piece starts at ``pos``: forget every offset before it."""
+        for positions in (self.paragraphs, self.sentences, self.sentence_starts):
+            positions.drop_below(pos)
 
     def cut(self, start: int, limit: int, floor: int) -> tuple[int, bool] | None:
         """The preferred cut in ``(max(start, floor), limit]``, and whether to overlap after it.
@@ -128,24 +257,25 @@ class _Boundaries:
         """
         width = limit - start
         quarter = max(start + width // 4, floor)
-        found = _last_in(self.sections, quarter, limit)
+        found = self.window.last_section(quarter, limit)
         if found is not None:
             return found, False
         half = max(start + width // 2, floor)
-        found = _last_in(self.paragraphs, half, limit)
+        found = self.paragraphs.last_in(half, limit)
         if found is not None:
             return found, False
-        for positions in (self.sentences, self.lines):
-            found = _last_in(positions, half, limit)
-            if found is not None:
-                return found, True
-        found = _last_in(self.spaces, max(start, floor), limit)
+        found = self.sentences.last_in(half, limit)
+        if found is None:
+            found = self.window.last_line(half, limit)
+        if found is not None:
+            return found, True
+        found = self.window.last_space(max(start, floor), limit)
         return None if found is None else (found, True)
 
     def restart(self, lo: int, hi: int) -> int | None:
         """The earliest sentence start, else word start, in ``[lo, hi]``."""
-        found = _first_in(self.sentence_starts, lo, hi)
-        return found if found is not None else _first_in(self.word_starts, lo, hi)
+        found = self.sentence_starts.first_in(lo, hi)
+        return found if found is not None else self.window.first_word(lo, hi)
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -177,19 +307,33 @@ def split_text(text: str, size: int, overlap: int = 0, min_size: int = 1) -> lis
     Raises:
         ValueError: if ``size < 1``, ``overlap < 0`` or ``overlap >= size``.
     """
+    return [Span(start, end, text[start:end]) for start, end in span_bounds(text, size, overlap, min_size)]
+
+
+def span_bounds(text: str, size: int, overlap: int = 0, min_size: int = 1) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` of each span `split_text` gives, lazily, holding one window of text at a time.
+
+    Raises:
+        ValueError: as `split_text` (when iteration starts).
+    """
     if size < 1 or overlap < 0 or overlap >= size:
         raise ValueError(f"need size >= 1 and 0 <= overlap < size, got size={size}, overlap={overlap}")
     n = len(text)
     bounds = _Boundaries(text)
-    spans: list[Span] = []
+    pending: tuple[int, int] | None = None
+
+    def keep(start: int, end: int) -> bool:
+        return len(text[start:end].strip()) >= min_size
+
     pos = _skip_space(text, 0)
     # The first non-space after the previous cut: a piece must reach past it,
     # or it would lie inside the previous one.
     floor = pos
     while pos < n:
+        bounds.advance(pos)
         end = _trim_end(text, pos, n)
         if end - pos <= size:
-            spans.append(Span(pos, end, text[pos:end]))
+            pending = (pos, end)
             break
         limit = pos + size
         found = bounds.cut(pos, limit, floor)
@@ -202,14 +346,17 @@ def split_text(text: str, size: int, overlap: int = 0, min_size: int = 1) -> lis
             found = (limit, True)
         cut, overlapping = found
         end = _trim_end(text, pos, cut)
-        spans.append(Span(pos, end, text[pos:end]))
+        start = pos
         floor = _skip_space(text, cut)
         pos = floor
         if overlap and overlapping:
-            restart = bounds.restart(max(spans[-1].start + 1, cut - overlap), cut)
+            restart = bounds.restart(max(start + 1, cut - overlap), cut)
             if restart is not None and restart < end:
                 pos = restart
-    return [s for s in spans if len(s.text.strip()) >= min_size]
+        if keep(start, end):
+            yield start, end
+    if pending is not None and keep(*pending):
+        yield pending
 
 
 def section_titles(text: str) -> list[tuple[int, str]]:
@@ -217,9 +364,20 @@ def section_titles(text: str) -> list[tuple[int, str]]:
     return [(m.start(), m.group(1).strip()) for m in _HEADING.finditer(text)]
 
 
-def _section_at(titles: list[tuple[int, str]], offsets: list[int], pos: int) -> str | None:
-    i = bisect.bisect_right(offsets, pos)
-    return titles[i - 1][1] if i else None
+class _Sections:
+    """The Markdown heading each offset falls under, for offsets asked in ascending order."""
+
+    def __init__(self, text: str) -> None:
+        self._headings = _HEADING.finditer(text)
+        self._next = next(self._headings, None)
+        self.current: str | None = None
+
+    def at(self, pos: int) -> str | None:
+        """The title of the last heading starting at or before ``pos``."""
+        while self._next is not None and self._next.start() <= pos:
+            self.current = self._next.group(1).strip()
+            self._next = next(self._headings, None)
+        return self.current
 
 
 # -- stages -----------------------------------------------------------------
@@ -244,7 +402,7 @@ def _not_text(stage: str, data: object) -> ErrInfo:
     )
 
 
-def _per_text(stage: str, ctx: StageContext, each: Callable[[Item, str], list[Item]]) -> Transform:
+def _per_text(stage: str, ctx: StageContext, each: Callable[[Item, str], Iterable[Item]]) -> Transform:
     """A stage applying ``each(item, text)`` to every item that has text; others become BAD_INPUT."""
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
@@ -302,34 +460,37 @@ def chunk(config: ChunkConfig, ctx: StageContext) -> Transform:
     any). Its id is the `stable_id` of the source id, the text, the chunker
     settings and the index, so re-chunking unchanged text gives the same ids.
     A source with no text is reported as filtered.
+
+    Chunks are made one at a time as they are taken downstream: a large text
+    costs its spans' offsets and one window, not a list of all its chunks.
     """
     settings = {"size": config.size, "overlap": config.overlap, "min_size": config.min_size}
 
-    def chunks_of(item: Item, text: str) -> list[Item]:
-        spans = split_text(text, config.size, config.overlap, config.min_size)
-        titles = section_titles(text)
-        offsets = [t[0] for t in titles]
+    def each(item: Item, text: str) -> Iterator[Item]:
+        # Offsets first, in a compact array: the count goes into every chunk's meta.
+        bounds = array("q")
+        for start, end in span_bounds(text, config.size, config.overlap, config.min_size):
+            bounds.extend((start, end))
+        count = len(bounds) // 2
+        if not count:
+            ctx.filtered(item, "no text")
+            return
+        sections = _Sections(text)
         source_id = item.source_id or item.id
-        out: list[Item] = []
-        for index, span in enumerate(spans):
+        for index in range(count):
+            start, end = bounds[2 * index], bounds[2 * index + 1]
+            piece = text[start:end]
             meta: dict[str, object] = {
                 **item.meta,
                 "chunk_index": index,
-                "chunk_count": len(spans),
-                "start": span.start,
-                "end": span.end,
+                "chunk_count": count,
+                "start": start,
+                "end": end,
             }
-            section = _section_at(titles, offsets, span.start)
+            section = sections.at(start)
             if section is not None:
                 meta["section"] = section
-            cid = stable_id({"source_id": source_id, "text": span.text, "chunker": settings, "index": index})
-            out.append(Item(cid, span.text, meta, source_id))
-        return out
-
-    def each(item: Item, text: str) -> list[Item]:
-        chunks = chunks_of(item, text)
-        if not chunks:
-            ctx.filtered(item, "no text")
-        return chunks
+            cid = stable_id({"source_id": source_id, "text": piece, "chunker": settings, "index": index})
+            yield Item(cid, piece, meta, source_id)
 
     return _per_text("text.chunk", ctx, each)

@@ -77,6 +77,8 @@ def test_requests_use_the_batch_capped_by_max_batch_and_the_rate_bound_its_cost(
 
 
 def test_a_missing_source_estimates_nothing(tmp_path: Path) -> None:
-    loaded = load_spec_text(SPEC, base_dir=tmp_path)
+    # A missing source is a spec error unless the stage allows it to be empty.
+    spec = SPEC.replace("{path: items.jsonl}", "{path: items.jsonl, allow_empty: true}")
+    loaded = load_spec_text(spec, base_dir=tmp_path)
     load, embed = estimate(compile_pipeline(loaded))
     assert (load.outputs, embed.inputs, embed.requests, embed.min_s) == (0, 0, 0, None)

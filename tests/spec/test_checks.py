@@ -19,6 +19,8 @@ adapters:
 def test_a_user_module_beside_the_spec_is_importable_and_the_path_restored(
     tmp_path: Path,
 ) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")  # what MINIMAL's source reads
     (tmp_path / "beside_mod_a.py").write_text("def f(item):\n    return item.data\n")
     spec = tmp_path / "p.yaml"
     spec.write_text(MINIMAL + "  - {id: m, use: 'beside_mod_a:f'}\n", encoding="utf-8")
@@ -28,6 +30,8 @@ def test_a_user_module_beside_the_spec_is_importable_and_the_path_restored(
 
 
 def test_a_user_module_that_raises_on_import_is_a_located_error(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")  # what MINIMAL's source reads
     (tmp_path / "beside_mod_b.py").write_text("raise RuntimeError('boom')\n")
     text = MINIMAL + "  - {id: m, use: 'beside_mod_b:f'}\n"
     error = only_error(text, base_dir=tmp_path)

@@ -73,6 +73,8 @@ def test_the_fingerprint_follows_the_rendered_document() -> None:
 
 
 def test_a_file_spec_knows_its_path_directory_and_text(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")  # what MINIMAL's source reads
     spec = tmp_path / "p.yaml"
     spec.write_text(MINIMAL, encoding="utf-8")
     loaded = load_spec(spec, env={})
@@ -159,6 +161,8 @@ def test_a_bad_override_is_a_located_error(override: str, fragment: str) -> None
 
 
 def test_a_params_file_is_merged_deeply(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")  # what MINIMAL's source reads
     spec = tmp_path / "p.yaml"
     spec.write_text("params: {a: 1, nested: {x: 1, y: 2}}\n" + MINIMAL, encoding="utf-8")
     params = tmp_path / "params.yaml"
@@ -178,6 +182,8 @@ def test_errors_in_params_from_a_file_are_located_in_that_file(tmp_path: Path) -
 
 
 def test_a_params_file_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")  # what MINIMAL's source reads
     spec = tmp_path / "p.yaml"
     spec.write_text(MINIMAL, encoding="utf-8")
     params = tmp_path / "params.yaml"

@@ -11,7 +11,7 @@ import pytest
 from funcpipe.core import Err, Item, Ok, async_gen_empty, async_gen_from_iterable, collect
 from funcpipe.stages.base import StageContext
 from funcpipe.stages.config import FilesSourceConfig, JsonlSinkConfig, JsonlSourceConfig, StdoutSinkConfig
-from funcpipe.stages.files import file_item_id, source_files, source_jsonl
+from funcpipe.stages.files import check_source_path, file_item_id, source_files, source_jsonl
 from funcpipe.stages.sinks import JsonlFile, sink_jsonl, sink_stdout
 
 
@@ -77,7 +77,7 @@ def test_jsonl_source_ids_text_field_and_bad_lines(tmp_path: Path) -> None:
     assert out[0].value.meta["lang"] == "en"
     assert [r.error.msg for r in out[1:] if isinstance(r, Err)] == [
         "line 3: invalid JSON: Expecting property name enclosed in double quotes",
-        "line 4: field 'body' is missing or not text",
+        "line 4: field 'body' is missing or not text (got a number)",
         "line 5: no field 'key'",
     ]
 
@@ -126,3 +126,44 @@ def test_sink_stdout_prints_each_item(
         assert printed == expected
     else:
         assert [json.loads(x)["id"] for x in printed.splitlines()] == ["id0", "id1"]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_check_source_path_names_what_would_read_nothing(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("a")
+    (tmp_path / "empty.jsonl").write_text("")
+    missing = check_source_path(FilesSourceConfig(path="doc"), tmp_path)
+    assert missing is not None and "did you mean 'docs'" in missing.message
+    assert check_source_path(FilesSourceConfig(path="docs", glob="*.txt"), tmp_path) is not None
+    assert check_source_path(FilesSourceConfig(path="docs", glob="*.md"), tmp_path) is None
+    assert check_source_path(FilesSourceConfig(path="doc", allow_empty=True), tmp_path) is None
+    assert check_source_path(JsonlSourceConfig(path="empty.jsonl"), tmp_path) is not None
+    assert check_source_path(JsonlSourceConfig(path="empty.jsonl", allow_empty=True), tmp_path) is None
+    assert check_source_path(JsonlSourceConfig(path="docs"), tmp_path) is not None
+
+
+def test_every_bad_jsonl_line_is_bad_input_with_its_number(tmp_path: Path) -> None:
+    cfg = JsonlSourceConfig(path=str(DATA / "bad_lines.jsonl"), id_field="id", text_field="text", max_line_bytes=200)
+    out = run_source(source_jsonl(cfg, ctx(tmp_path)), tmp_path)
+    assert [r.value.data for r in out if isinstance(r, Ok)] == ["first, after a BOM", "last one"]
+    bad = [(r.error.code, r.error.meta["item"].meta["line"]) for r in out if isinstance(r, Err)]
+    assert bad == [("BAD_INPUT", n) for n in (3, 4, 5, 6, 7, 8, 9, 10)]
+
+
+def test_a_file_vanishing_after_listing_is_bad_input_naming_it(tmp_path: Path) -> None:
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name)
+
+    async def go() -> list[object]:
+        it = source_files(FilesSourceConfig(path="."), ctx(tmp_path))(async_gen_empty())()
+        first = await it.__anext__()
+        (tmp_path / "b.txt").unlink()
+        return [first, *[r async for r in it]]
+
+    first, second = asyncio.run(go())
+    assert isinstance(first, Ok) and isinstance(second, Err)
+    assert (second.error.code, second.error.meta["path"]) == ("BAD_INPUT", "b.txt")
+    assert "cannot read b.txt" in second.error.msg
