@@ -32,6 +32,14 @@ stages:
 query: {adapter: llm}
 """
 
+
+@pytest.fixture(autouse=True)
+def corpus(tmp_path: Path) -> None:
+    """The source the spec names: loading checks that it exists (compiling must not look again)."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.md").write_text("# a\n")
+
+
 # Runs in a fresh interpreter so that modules imported by other tests do not hide an import.
 PROBE = textwrap.dedent(
     """
@@ -99,8 +107,8 @@ def test_fan_in_is_not_order_preserving(tmp_path: Path) -> None:
 version: 1
 name: merge
 stages:
-  - {id: a, use: source.files, with: {path: a}}
-  - {id: b, use: source.files, with: {path: b}}
+  - {id: a, use: source.files, with: {path: a, allow_empty: true}}
+  - {id: b, use: source.files, with: {path: b, allow_empty: true}}
   - {id: both, use: text.clean, from: [a, b]}
 """
     p = compile_pipeline(load_spec_text(text, base_dir=tmp_path))
