@@ -424,7 +424,7 @@ class PgvectorStore:
         return self._plan("delete stale rows from", body)
 
     def prune(self, origin: str, source_ids: Sequence[str], keep_ids: Sequence[str] = ()) -> AsyncPlan[int]:
-        """Delete, in one statement, the rows of ``origin`` whose source is in ``source_ids`` and id not in ``keep_ids``."""
+        """Delete in one statement the rows of ``origin`` of ``source_ids`` whose id is not in ``keep_ids``."""
         sources, keep = list(source_ids), list(keep_ids)
         if not sources:
             return async_pure(0)

@@ -111,7 +111,7 @@ class VectorStorePort(Protocol):
         ...
 
     def prune(self, origin: str, source_ids: Sequence[str], keep_ids: Sequence[str] = ()) -> AsyncPlan[int]:
-        """Delete, in one statement, the rows of ``origin`` whose source is in ``source_ids`` and id not in ``keep_ids``.
+        """Delete in one statement the rows of ``origin`` of ``source_ids`` whose id is not in ``keep_ids``.
 
         With ``keep_ids`` empty, every row of those sources goes (source sync);
         with the ids just written, only their stale rows go. Returns the count.
