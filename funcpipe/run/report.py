@@ -43,6 +43,8 @@ class RunReport:
     dead_lettered: int
     message: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    sync: list[dict[str, Any]] = field(default_factory=list)
+    """Source sync, one entry per store stage and source: mode, status, deleted sources and chunks."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -96,9 +98,12 @@ def print_summary(report: RunReport, file: IO[str]) -> None:
     console.print(table)
     a = report.accounting
     skipped = a.get("skipped") or 0
+    deleted = a.get("deleted") or 0
+    chunks = a.get("deleted_chunks") or 0
     line = (
         f"{a['sources'] + skipped} source item(s): {a['done']} done, {a['failed']} failed, {a['filtered']} filtered"
         f"{f', {skipped} skipped (unchanged since an earlier run)' if skipped else ''}"
+        f"{f', {deleted} deleted (gone from the source; {chunks} chunk(s) removed)' if deleted else ''}"
         f" in {report.duration_s:.2f}s"
     )
     console.print(line)

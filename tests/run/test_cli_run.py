@@ -40,6 +40,8 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
         "failed": 0,
         "filtered": 1,
         "skipped": 0,
+        "deleted": 0,
+        "deleted_chunks": 0,
         "unsettled": 0,
         "invariant": "sources == done + failed + filtered",
         "invariant_holds": True,
