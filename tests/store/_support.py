@@ -35,9 +35,11 @@ on_error: {{mode: {on_error}}}
 """
 
 CORPUS = {
-    "docs/alpha.md": "# Alpha\n\nAlpha is the first letter. It opens every list.\n\nIt has two paragraphs, this is the second one.",
+    "docs/alpha.md": "# Alpha\n\nAlpha is the first letter. It opens every list.\n\n"
+    "It has two paragraphs, this is the second one.",
     "docs/beta.md": "# Beta\n\nBeta comes second. Beta tests come before releases.",
-    "docs/gamma.md": "# Gamma\n\nGamma rays are short. Gamma is also a function.\n\nA third paragraph makes two chunks.",
+    "docs/gamma.md": "# Gamma\n\nGamma rays are short. Gamma is also a function.\n\n"
+    "A third paragraph makes two chunks.",
     "docs/sub/delta.md": "# Delta\n\nDelta is a river mouth. Delta is also a difference.",
 }
 
@@ -102,7 +104,7 @@ def clean_rows(
     table = unique_name("clean")
     spec = fresh / "spec.yaml"
     spec.write_text(spec_text.replace(table_of, table), encoding="utf-8")
-    proc, report = run(spec)
+    proc, _ = run(spec)
     assert proc.returncode == 0, proc.stderr
     return rows(table)
 

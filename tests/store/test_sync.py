@@ -157,7 +157,8 @@ def test_sigterm_deletes_nothing_and_the_next_run_does(project: Path) -> None:
     calls = project / "calls.log"
     slow = (
         f'  - {{id: log, use: map, with: {{fn: "tests.run.user_fns:log_call", kwargs: {{path: "{calls}"}}}}}}\n'
-        '  - {id: slow, use: map, with: {fn: "tests.run.user_fns:slow", kwargs: {seconds: 0.3}}, policy: {concurrency: 1}}\n'
+        '  - {id: slow, use: map, with: {fn: "tests.run.user_fns:slow", kwargs: {seconds: 0.3}},'
+        " policy: {concurrency: 1}}\n"
     )
     spec, table, text = make(project, extra=slow)
     ok_run(spec)
