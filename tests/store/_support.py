@@ -90,7 +90,7 @@ def rows(table: str) -> list[dict[str, Any]]:
 
 
 def clean_rows(
-    project: Path, spec_text: str, table_of: str, *, keep: tuple[str, ...] = ("docs",)
+    project: Path, spec_text: str, table_of: str, *, keep: tuple[str, ...] = ("docs",), **variables: str
 ) -> list[dict[str, Any]]:
     """The rows a run from scratch over ``project``'s current sources writes into a fresh table."""
     fresh = project.parent / f"{project.name}-clean-{unique_name('c')}"
@@ -104,7 +104,7 @@ def clean_rows(
     table = unique_name("clean")
     spec = fresh / "spec.yaml"
     spec.write_text(spec_text.replace(table_of, table), encoding="utf-8")
-    proc, _ = run(spec)
+    proc, _ = run(spec, **variables)
     assert proc.returncode == 0, proc.stderr
     return rows(table)
 
