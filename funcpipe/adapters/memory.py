@@ -31,6 +31,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class _Row:
     source_id: str
+    origin: str
     text: str
     meta: dict[str, object]
     embedding: array[float]
@@ -148,6 +149,28 @@ class MemoryStore:
 
         return self._plan(body)
 
+    def prune(self, origin: str, source_ids: Sequence[str], keep_ids: Sequence[str] = ()) -> AsyncPlan[int]:
+        """Delete the rows of ``origin`` whose source is in ``source_ids`` and id not in ``keep_ids``."""
+        sources, keep = set(source_ids), set(keep_ids)
+
+        def body(_fp: Fingerprint) -> Result[int, ErrInfo]:
+            gone = [
+                rid
+                for rid, row in self._rows.items()
+                if row.origin == origin and row.source_id in sources and rid not in keep
+            ]
+            for rid in gone:
+                del self._rows[rid]
+            return Ok(len(gone))
+
+        return self._plan(body)
+
+    def source_ids(self, origin: str) -> AsyncPlan[list[str]]:
+        """The distinct source ids of the rows of ``origin``, sorted."""
+        return self._plan(
+            lambda _fp: Ok(sorted({row.source_id for row in self._rows.values() if row.origin == origin}))
+        )
+
     def query(
         self, vector: Embedding, top_k: int, filter: Mapping[str, object] | None = None
     ) -> AsyncPlan[list[QueryHit]]:
@@ -197,7 +220,7 @@ def _row(record: VectorRecord, dim: int) -> Ok[_Row] | Err[ErrInfo]:
     except ValueError as exc:
         return Err(ErrInfo(ErrCode.BAD_INPUT, f"record {record.id}: meta is not valid JSON: {exc}"))
     norm = math.sqrt(math.fsum(x * x for x in values))
-    return Ok(_Row(record.source_id, record.text, meta, values, norm))
+    return Ok(_Row(record.source_id, record.origin, record.text, meta, values, norm))
 
 
 def _cosine_distance(q: array[float], q_norm: float, row: _Row) -> float:

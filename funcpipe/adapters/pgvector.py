@@ -5,7 +5,11 @@ under ``.funcpipe/pgdata``; with one, any PostgreSQL where pgvector is
 installed (in a schema on the search path). One table holds the chunks::
 
     id text PRIMARY KEY, source_id text, text text, meta jsonb,
-    embedding vector(dim), updated_at timestamptz
+    embedding vector(dim), updated_at timestamptz, origin text
+
+``origin`` names the pipeline and source stage that wrote a row, so source
+sync (`prune`) deletes only its own rows; tables made before it existed get
+the column (``''`` for old rows) from `ensure`.
 
 Its comment records the embedder's fingerprint; writing with another
 embedder is refused with both fingerprints named. An upsert is a binary COPY
@@ -240,14 +244,16 @@ class PgvectorStore:
         self._table = f"{self._schema}.{quote_ident(config.table)}"
         self._hnsw_index_name = derived_name(config.table, "embedding_hnsw")
         self._source_index_name = derived_name(config.table, "source_id")
+        self._origin_index_name = derived_name(config.table, "origin_source_id")
         self._iterative_scan: bool | None = None
         self._merge = (
-            f"INSERT INTO {self._table} AS t (id, source_id, text, meta, embedding, updated_at) "
-            f"SELECT id, source_id, text, meta, embedding, now() FROM pg_temp.{_STAGE} "
+            f"INSERT INTO {self._table} AS t (id, source_id, text, meta, embedding, origin, updated_at) "
+            f"SELECT id, source_id, text, meta, embedding, origin, now() FROM pg_temp.{_STAGE} "
             "ON CONFLICT (id) DO UPDATE SET source_id = EXCLUDED.source_id, text = EXCLUDED.text, "
-            "meta = EXCLUDED.meta, embedding = EXCLUDED.embedding, updated_at = EXCLUDED.updated_at "
-            "WHERE (t.source_id, t.text, t.meta, t.embedding) "
-            "IS DISTINCT FROM (EXCLUDED.source_id, EXCLUDED.text, EXCLUDED.meta, EXCLUDED.embedding)"
+            "meta = EXCLUDED.meta, embedding = EXCLUDED.embedding, origin = EXCLUDED.origin, "
+            "updated_at = EXCLUDED.updated_at "
+            "WHERE (t.source_id, t.text, t.meta, t.embedding, t.origin) "
+            "IS DISTINCT FROM (EXCLUDED.source_id, EXCLUDED.text, EXCLUDED.meta, EXCLUDED.embedding, EXCLUDED.origin)"
         )
 
     @property
@@ -294,6 +300,7 @@ class PgvectorStore:
                     stored = _stored_fingerprint(row["comment"])
                     if stored != fingerprint:
                         return Err(self._mismatch(stored, fingerprint))
+                    await self._add_origin_column(conn)
                 await self._create_indexes(conn)
             # Connections opened before the extension existed have no vector
             # codec; replace them as they come back to the pool.
@@ -329,7 +336,7 @@ class PgvectorStore:
             "id text PRIMARY KEY, source_id text NOT NULL, text text NOT NULL, "
             "meta jsonb NOT NULL DEFAULT '{}'::jsonb, "
             f"embedding vector({int(fingerprint.dim)}) NOT NULL, "
-            "updated_at timestamptz NOT NULL DEFAULT now())"
+            "updated_at timestamptz NOT NULL DEFAULT now(), origin text NOT NULL DEFAULT '')"
         )
         # COMMENT takes no parameters: let the server quote the literal.
         comment_sql = await conn.fetchval(
@@ -340,8 +347,23 @@ class PgvectorStore:
         )
         await conn.execute(comment_sql)
 
+    async def _add_origin_column(self, conn: asyncpg.Connection) -> None:
+        # Tables made before source sync: their rows get origin '', which no sync deletes.
+        has = await conn.fetchval(
+            "SELECT true FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = 'origin' AND NOT a.attisdropped",
+            self._config.db_schema,
+            self._config.table,
+        )
+        if not has:
+            await conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS origin text NOT NULL DEFAULT ''")
+
     async def _create_indexes(self, conn: asyncpg.Connection) -> None:
-        wanted = {self._source_index_name: f"ON {self._table} (source_id)"}
+        wanted = {
+            self._source_index_name: f"ON {self._table} (source_id)",
+            self._origin_index_name: f"ON {self._table} (origin, source_id)",
+        }
         if self._config.index == "hnsw":
             wanted[self._hnsw_index_name] = f"ON {self._table} USING hnsw (embedding vector_cosine_ops)"
         # Only what is missing: CREATE INDEX IF NOT EXISTS would still lock the
@@ -398,7 +420,7 @@ class PgvectorStore:
                 # Refused before sending: a raw error would not say which record, nor where.
                 return async_fail(refused or ErrInfo(ErrCode.BAD_INPUT, f"record {r.id}: meta is not JSON"))
             # The vector codec checks and converts the values (array("f", ...)).
-            rows.append((r.id, r.source_id, r.text, meta, r.embedding))
+            rows.append((r.id, r.source_id, r.text, meta, r.embedding, r.origin))
 
         if not rows:
             return async_pure(0)
@@ -407,13 +429,14 @@ class PgvectorStore:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
-                    "(id text, source_id text, text text, meta jsonb, embedding vector) ON COMMIT DELETE ROWS"
+                    "(id text, source_id text, text text, meta jsonb, embedding vector, origin text) "
+                    "ON COMMIT DELETE ROWS"
                 )
                 await conn.copy_records_to_table(
                     _STAGE,
                     schema_name="pg_temp",
                     records=rows,
-                    columns=("id", "source_id", "text", "meta", "embedding"),
+                    columns=("id", "source_id", "text", "meta", "embedding", "origin"),
                 )
                 status = await conn.execute(self._merge)
             return Ok(_status_count(status))
@@ -431,6 +454,35 @@ class PgvectorStore:
             return Ok(_status_count(status))
 
         return self._plan("delete stale rows from", body)
+
+    def prune(self, origin: str, source_ids: Sequence[str], keep_ids: Sequence[str] = ()) -> AsyncPlan[int]:
+        """Delete in one statement the rows of ``origin`` of ``source_ids`` whose id is not in ``keep_ids``."""
+        sources, keep = list(source_ids), list(keep_ids)
+        if not sources:
+            return async_pure(0)
+
+        async def body(pool: asyncpg.Pool) -> Result[int, ErrInfo]:
+            status = await pool.execute(
+                f"DELETE FROM {self._table} WHERE origin = $1 AND source_id = ANY($2::text[]) "
+                "AND NOT (id = ANY($3::text[]))",
+                origin,
+                sources,
+                keep,
+            )
+            return Ok(_status_count(status))
+
+        return self._plan("delete rows from", body)
+
+    def source_ids(self, origin: str) -> AsyncPlan[list[str]]:
+        """The distinct source ids of the rows of ``origin``, sorted."""
+
+        async def body(pool: asyncpg.Pool) -> Result[list[str], ErrInfo]:
+            rows = await pool.fetch(
+                f"SELECT DISTINCT source_id FROM {self._table} WHERE origin = $1 ORDER BY source_id", origin
+            )
+            return Ok([r["source_id"] for r in rows])
+
+        return self._plan("list sources of", body)
 
     # -- reads --
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from funcpipe.adapters.config import AdapterConfig
+from funcpipe.core import stable_id
 from funcpipe.errors import SpecError, SpecErrors
 from funcpipe.policy.models import Batch, Policy
+from funcpipe.ports import VectorStorePort
 from funcpipe.registry import REGISTRY, AdapterKind, Registry, StageKind
 from funcpipe.spec.loaded import LoadedSpec
 from funcpipe.stages.config import StageConfig
@@ -59,13 +63,48 @@ class CompiledStage:
 
 
 @dataclass(frozen=True)
+class StoreSync:
+    """How one store stage mirrors its sources.
+
+    Attributes:
+        stage: the store stage's id.
+        adapter: its store adapter's name.
+        mode: ``mirror`` (rows of sources gone from a complete listing are
+            deleted at the end of the run) or ``append`` (never).
+        sources: ids of the source stages feeding it; each one's rows carry
+            the origin `CompiledPipeline.origins` gives it.
+    """
+
+    stage: str
+    adapter: str
+    mode: Literal["mirror", "append"]
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CompiledPipeline:
-    """The whole pure description: stages in topological order, and the adapters."""
+    """The whole pure description: stages in topological order, and the adapters.
+
+    Attributes:
+        name: the pipeline's name.
+        loaded: the validated spec it came from.
+        stages: the stages, in topological order.
+        adapters: the adapters, by name.
+        resume_keys: per source stage, the key under which the ledger records
+            its settled items (see `resume_key`): an item is skipped when its
+            content and this key are unchanged.
+        origins: per source stage, the origin its rows carry in stores
+            (``<pipeline>/<source stage>``).
+        syncs: the store stages and how each mirrors its sources.
+    """
 
     name: str
     loaded: LoadedSpec
     stages: tuple[CompiledStage, ...]
     adapters: Mapping[str, CompiledAdapter] = field(default_factory=dict)
+    resume_keys: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, str] = field(default_factory=dict)
+    syncs: tuple[StoreSync, ...] = ()
 
     def stage(self, stage_id: str) -> CompiledStage:
         """The stage with this id."""
@@ -114,6 +153,112 @@ class CompiledPipeline:
     def first_of(self, use: str) -> CompiledStage | None:
         """The first stage of kind ``use``, in order."""
         return next((s for s in self.stages if s.kind.name == use), None)
+
+    def downstream(self, stage_id: str) -> tuple[CompiledStage, ...]:
+        """``stage_id`` and every stage it feeds, directly or not, in topological order."""
+        reach = {stage_id}
+        for st in self.stages:
+            if any(i in reach for i in st.inputs):
+                reach.add(st.id)
+        return tuple(s for s in self.stages if s.id in reach)
+
+    def upstream_sources(self, stage_id: str) -> tuple[str, ...]:
+        """The ids of the source stages that feed ``stage_id`` (itself, if it is one), in order."""
+        return tuple(s.id for s in self.sources if any(d.id == stage_id for d in self.downstream(s.id)))
+
+
+# -- the resume key -------------------------------------------------------------
+
+RESUME_KEY_VERSION = 2
+
+ADAPTER_RESUME_IGNORES = frozenset(
+    {
+        # where and how a service is reached
+        "base_url",
+        "api_key_env",
+        "headers",
+        "request_timeout",
+        "pool_max",
+        "keep_alive",
+        # request shapes that give the same vectors
+        "max_batch",
+        "encoding_format",
+        # how a store is queried, not what it holds
+        "index",
+        "exact",
+        "distance",
+        # generation only
+        "max_tokens",
+        "max_tokens_param",
+        "temperature",
+        "anthropic_version",
+        "max_passages",
+        "max_chars",
+    }
+)
+"""Adapter fields that never shape what a pipeline writes; an adapter config class
+may name its own with a ``resume_ignores`` class attribute."""
+
+
+def database_identity(dsn: str | None) -> dict[str, object]:
+    """Which database a DSN reaches, for the resume key: host, port and name; never a user or password.
+
+    No DSN is the embedded server beside the spec. The same database reached
+    under two names (``localhost`` and ``127.0.0.1``) counts as two targets:
+    a change of name redoes the work, it never wrongly skips it.
+    """
+    if dsn is None:
+        return {"embedded": True}
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    try:
+        port = parts.port or int((query.get("port") or ["5432"])[0])
+    except ValueError:
+        port = 5432
+    dbname = unquote(parts.path.lstrip("/")) or (query.get("dbname") or [parts.username or ""])[0]
+    return {"host": host, "port": port, "dbname": dbname}
+
+
+def adapter_identity(config: AdapterConfig) -> dict[str, object]:
+    """The adapter settings that shape what it produces or where it writes (resume key material)."""
+    ignores: frozenset[str] = getattr(type(config), "resume_ignores", ADAPTER_RESUME_IGNORES)
+    values = config.model_dump(mode="json", by_alias=True)
+    dsn = values.pop("dsn", None) if "dsn" in values else None
+    identity = {k: v for k, v in values.items() if k not in ignores}
+    if "dsn" in type(config).model_fields:
+        identity["database"] = database_identity(dsn if isinstance(dsn, str) else None)
+    return identity
+
+
+def stage_identity(stage: CompiledStage) -> dict[str, object]:
+    """A stage's kind and the ``with:`` settings that shape its output (resume key material)."""
+    ignores: frozenset[str] = getattr(type(stage.config), "resume_ignores", frozenset())
+    settings = stage.config.model_dump(mode="json", by_alias=True)
+    return {"kind": stage.kind.name, "with": {k: v for k, v in settings.items() if k not in ignores}}
+
+
+def resume_key(pipeline: CompiledPipeline, source: str) -> str:
+    """The resume key of the items of source stage ``source``: what defines their outputs.
+
+    It hashes the pipeline's name and the source stage's id (they name the
+    rows' origin), then every stage downstream of the source in order: its
+    kind (a user function's import path included), its ``with:`` settings
+    but those it declares as not shaping output, its adapter's identity (see
+    `adapter_identity`), and which of those stages it reads. Policies,
+    batching, ``on_error``, other sources' stages, comments and formatting
+    are not part of it.
+    """
+    stages = pipeline.downstream(source)
+    index = {s.id: i for i, s in enumerate(stages)}
+    material = []
+    for st in stages:
+        entry = stage_identity(st)
+        entry["inputs"] = sorted(index[i] for i in st.inputs if i in index)
+        if st.adapter is not None and st.adapter in pipeline.adapters:
+            entry["adapter"] = adapter_identity(pipeline.adapters[st.adapter].config)
+        material.append(entry)
+    return stable_id({"resume": RESUME_KEY_VERSION, "pipeline": pipeline.name, "source": source, "stages": material})
 
 
 def _topological(ids: list[str], inputs: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -180,7 +325,34 @@ def compile_pipeline(loaded: LoadedSpec, registry: Registry = REGISTRY) -> Compi
         )
         for sid in order
     )
-    return CompiledPipeline(name=spec.name, loaded=loaded, stages=stages, adapters=adapters)
+    graph = CompiledPipeline(name=spec.name, loaded=loaded, stages=stages, adapters=adapters)
+    syncs = tuple(
+        StoreSync(st.id, st.adapter, mode, graph.upstream_sources(st.id))
+        for st in stages
+        if st.adapter is not None
+        and st.kind.needs is VectorStorePort
+        and (mode := getattr(st.config, "sync", None)) in ("mirror", "append")
+    )
+    return CompiledPipeline(
+        name=spec.name,
+        loaded=loaded,
+        stages=stages,
+        adapters=adapters,
+        resume_keys={s.id: resume_key(graph, s.id) for s in graph.sources},
+        origins={s.id: f"{spec.name}/{s.id}" for s in graph.sources},
+        syncs=syncs,
+    )
 
 
-__all__ = ["CompiledAdapter", "CompiledPipeline", "CompiledStage", "compile_pipeline"]
+__all__ = [
+    "ADAPTER_RESUME_IGNORES",
+    "CompiledAdapter",
+    "CompiledPipeline",
+    "CompiledStage",
+    "StoreSync",
+    "adapter_identity",
+    "compile_pipeline",
+    "database_identity",
+    "resume_key",
+    "stage_identity",
+]

@@ -35,13 +35,20 @@ class Fingerprint:
 
 @dataclass(frozen=True, slots=True)
 class VectorRecord:
-    """One row of a vector store: a chunk with its embedding."""
+    """One row of a vector store: a chunk with its embedding.
+
+    ``origin`` names what wrote the row (``<pipeline>/<source stage>``): source
+    sync deletes only rows of its own origin, so pipelines sharing a table
+    never delete each other's rows. ``""`` is rows written before origins
+    existed; no sync deletes them.
+    """
 
     id: str
     source_id: str
     text: str
     embedding: Embedding
     meta: Mapping[str, object] = field(default_factory=dict)
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +250,18 @@ class VectorStorePort(Protocol):
 
     def delete_stale(self, source_id: str, keep_ids: Sequence[str]) -> AsyncPlan[int]:
         """Delete the chunks of ``source_id`` whose id is not in ``keep_ids``; returns the count."""
+        ...
+
+    def prune(self, origin: str, source_ids: Sequence[str], keep_ids: Sequence[str] = ()) -> AsyncPlan[int]:
+        """Delete in one statement the rows of ``origin`` of ``source_ids`` whose id is not in ``keep_ids``.
+
+        With ``keep_ids`` empty, every row of those sources goes (source sync);
+        with the ids just written, only their stale rows go. Returns the count.
+        """
+        ...
+
+    def source_ids(self, origin: str) -> AsyncPlan[list[str]]:
+        """The distinct source ids of the rows of ``origin``, sorted."""
         ...
 
     def query(

@@ -1,4 +1,11 @@
-"""The resume ledger: which source items are settled, per pipeline fingerprint.
+"""The resume ledger: which source items are settled, per resume key.
+
+The key (``pipeline`` column, see `funcpipe.compile.resume_key`) is what
+defines a source stage's outputs; a policy edit keeps it, so nothing is
+redone. Ledgers written before the key existed hold the document's
+fingerprint there instead: their rows match no key, so the first run after
+the upgrade redoes everything once (idempotent upserts), and the format is
+unchanged.
 
 A source item is recorded only once it is settled, that is, once everything
 derived from it is committed downstream (``done``) or dead-lettered
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 FLUSH_EVERY = 256
@@ -41,7 +49,7 @@ class Ledger:
 
     Args:
         path: the sqlite file.
-        pipeline: the pipeline's fingerprint.
+        pipeline: the default resume key, for calls that give none.
         run_id: this run's id (recorded with each item).
     """
 
@@ -57,17 +65,17 @@ class Ledger:
         self._pending: list[tuple[str, str, str, str, str, float]] = []
         self._last_flush = time.monotonic()
 
-    def is_done(self, source_id: str, content: str) -> bool:
-        """True if this source item, with this content, ended ``done`` in an earlier run."""
+    def is_done(self, source_id: str, content: str, key: str | None = None) -> bool:
+        """True if this source item, with this content, ended ``done`` under ``key`` in an earlier run."""
         row = self._db.execute(
             "SELECT 1 FROM settled WHERE pipeline = ? AND source_id = ? AND content = ? AND outcome = 'done'",
-            (self.pipeline, source_id, content),
+            (key or self.pipeline, source_id, content),
         ).fetchone()
         return row is not None
 
-    def record(self, source_id: str, content: str, outcome: str) -> None:
-        """Note that a source item settled; committed with the next group."""
-        self._pending.append((self.pipeline, source_id, content, outcome, self.run_id, time.time()))
+    def record(self, source_id: str, content: str, outcome: str, key: str | None = None) -> None:
+        """Note that a source item settled under ``key``; committed with the next group."""
+        self._pending.append((key or self.pipeline, source_id, content, outcome, self.run_id, time.time()))
         if len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -83,6 +91,24 @@ class Ledger:
                 )
             self._pending.clear()
         self._last_flush = time.monotonic()
+
+    def forget(self, key: str, listed: Callable[[str], bool]) -> int:
+        """Drop the records under ``key`` of the source items ``listed`` rejects (they are gone); returns how many.
+
+        Committed before any store row is deleted, so that a source which
+        comes back after a crash in between is redone, never wrongly skipped.
+        """
+        self.flush()
+        gone = [
+            (key, sid)
+            for (sid,) in self._db.execute("SELECT source_id FROM settled WHERE pipeline = ?", (key,)).fetchall()
+            if not listed(sid)
+        ]
+        if gone:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM settled WHERE pipeline = ? AND source_id = ?", gone)
+        return len(gone)
 
     def count(self, outcome: str | None = None) -> int:
         """Settled items of this pipeline (of one outcome, if given)."""

@@ -73,6 +73,8 @@ class RunReport:
     dead_lettered: int
     message: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    sync: list[dict[str, Any]] = field(default_factory=list)
+    """Source sync, one entry per store stage and source: mode, status, deleted sources and chunks."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -136,10 +138,13 @@ def accounting_line(report: RunReport) -> str:
     a = report.accounting
     skipped = a.get("skipped") or 0
     unfinished = a.get("unfinished") or 0
+    deleted = a.get("deleted") or 0
+    chunks = a.get("deleted_chunks") or 0
     return (
         f"{a['sources'] + skipped} source item(s): {a['done']} done, {a['failed']} failed, {a['filtered']} filtered"
         f"{f', {unfinished} unfinished (the run stopped before they were done)' if unfinished else ''}"
         f"{f', {skipped} skipped (unchanged since an earlier run)' if skipped else ''}"
+        f"{f', {deleted} deleted (gone from the source; {chunks} chunk(s) removed)' if deleted else ''}"
         f" in {report.duration_s:.2f}s"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import sys
 import time
@@ -173,16 +174,28 @@ class Runner:
         self._first_failure: str | None = None
         self.settled_hooks: list[Callable[[str, str], None]] = []
         self.ledger: Ledger | None = None
-        self._content: dict[str, str] = {}
+        self._content: dict[str, tuple[str, str]] = {}  # source id -> (resume key, content hash)
+        # Source sync: what each source stage feeding a mirror store listed
+        # (16-byte digests of source ids, packed: 16 bytes an item), whether
+        # its listing completed cleanly, and the origin of each item in flight.
+        self._listed: dict[str, bytearray] = {
+            src: bytearray() for sync in pipeline.syncs if sync.mode == "mirror" for src in sync.sources
+        }
+        self._listing_complete: dict[str, bool] = {}
+        self._origin: dict[str, str] = {}
+        self._adapters: LazyAdapters | None = None
+        self.deleted = {"sources": 0, "chunks": 0, "ledger": 0}
+        self.sync_report: list[dict[str, Any]] = []
         self.stop = asyncio.Event()  # set on the first signal
         self.signal: signal.Signals | None = None
         self.aborted: str | None = None
         self._flusher: asyncio.TimerHandle | None = None
 
     def _settled(self, source_id: str, outcome: str) -> None:
-        content = self._content.pop(source_id, "")
-        if self.ledger is not None:
-            self.ledger.record(source_id, content, outcome)
+        key, content = self._content.pop(source_id, ("", ""))
+        self._origin.pop(source_id, None)
+        if self.ledger is not None and key:
+            self.ledger.record(source_id, content, outcome, key)
         for hook in self.settled_hooks:
             hook(source_id, outcome)
 
@@ -210,22 +223,32 @@ class Runner:
                         return  # a signal: read no more source items, let the rest drain
                     stats.touch(clock.now())
                     if isinstance(r, Ok):
-                        if is_source and not self._admit(r.value):
+                        if is_source and not self._admit(stage.id, r.value):
                             continue
                         stats.outputs += 1
                         yield r
                     else:
+                        if is_source:
+                            # A source that could not read something did not list completely.
+                            self._listing_complete[stage.id] = False
                         self._failed(stage, r.error)
+            if is_source:
+                self._listing_complete.setdefault(stage.id, True)
 
         return run
 
-    def _admit(self, item: Item) -> bool:
-        """Register a source item, or skip it if an earlier run finished it unchanged."""
+    def _admit(self, stage_id: str, item: Item) -> bool:
+        """Register a source item, or skip it if an earlier run finished it unchanged under the same key."""
+        listed = self._listed.get(stage_id)
+        if listed is not None:
+            listed += _digest(item.source_id)
+        key = self.pipeline.resume_keys[stage_id]
         content = content_hash(item)
-        if self.ledger is not None and not self.options.fresh and self.ledger.is_done(item.source_id, content):
+        if self.ledger is not None and not self.options.fresh and self.ledger.is_done(item.source_id, content, key):
             self.acct.skip(item.source_id)
             return False
-        self._content[item.source_id] = content
+        self._content[item.source_id] = (key, content)
+        self._origin[item.source_id] = self.pipeline.origins[stage_id]
         self.acct.source(item.source_id)
         return True
 
@@ -295,6 +318,7 @@ class Runner:
         embed_stage = self.pipeline.upstream(stage.id, "embed")
         if embed_stage is not None and embed_stage.adapter:
             services["embedder"] = adapters[embed_stage.adapter]
+        services["origin_of"] = self._origin_of(stage)
         return StageContext(
             stage_id=stage.id,
             adapter=adapters[stage.adapter] if stage.adapter else None,
@@ -333,6 +357,12 @@ class Runner:
         tagged = [_tag(t.id, branches[t.id][0]) for t in self.pipeline.terminals]
         return tagged[0] if len(tagged) == 1 else async_gen_gather(tagged, len(tagged), self.options.buffer)
 
+    def _origin_of(self, stage: CompiledStage) -> Callable[[str], str]:
+        """Source id -> the origin of its rows, for the stores of ``stage``."""
+        sources = self.pipeline.upstream_sources(stage.id)
+        default = self.pipeline.origins[sources[0]] if len(sources) == 1 else ""
+        return lambda source_id: self._origin.get(source_id, default)
+
     # -- running ----------------------------------------------------------
 
     async def _drive(self, resources: Any) -> None:
@@ -342,6 +372,7 @@ class Runner:
             sys.path.insert(0, base)
         adapters = LazyAdapters(self.pipeline, resources)
         check_sources(self.pipeline.loaded)
+        self._adapters = adapters
         await self._preflight(adapters)
         async with asyncio.TaskGroup() as tg:
             final = self._build(tg, adapters)
@@ -386,6 +417,8 @@ class Runner:
             async with self.options.open_resources(self.state_dir) as resources:
                 await self._drive(resources)
                 drained = True
+                self.acct.finish()
+                await self._sync()
         except* FailFast as eg:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
@@ -397,9 +430,7 @@ class Runner:
                 raise
             task.uncancel()
         finally:
-            if drained:
-                self.acct.finish()
-            else:
+            if not drained:
                 # Stopped early (fail_fast, a run error, an abort): what was in flight is unfinished.
                 self.acct.stop()
             self._flusher.cancel()
@@ -425,6 +456,66 @@ class Runner:
         if self.options.report_path is not None:
             report.write(self.options.report_path)
         return report
+
+    # -- source sync ------------------------------------------------------
+
+    async def _sync(self) -> None:
+        """Delete what sources that vanished left behind: ledger records first, then store rows.
+
+        Runs only after every item settled and only for sources whose listing
+        completed cleanly; a fail-fast stop, a run error or a signal never gets
+        here. The order makes a crash at any point harmless: forgotten ledger
+        records only mean a source that comes back is redone, and rows still
+        there are deleted by the next run that lists without them.
+        """
+        if self.stop.is_set() or self.ledger is None or self._adapters is None:
+            return
+        complete = {sid for sid, ok in self._listing_complete.items() if ok and sid in self._listed}
+        listings = {sid: _unpack(self._listed[sid]) for sid in complete}
+        for sid in sorted(complete):
+            self.deleted["ledger"] += self.ledger.forget(self.pipeline.resume_keys[sid], _member(listings[sid]))
+        for sync in self.pipeline.syncs:
+            for source in sync.sources:
+                entry: dict[str, Any] = {
+                    "stage": sync.stage,
+                    "source": source,
+                    "mode": sync.mode,
+                    "deleted_sources": 0,
+                    "deleted_chunks": 0,
+                }
+                if sync.mode != "mirror":
+                    entry["status"] = "append: nothing deleted"
+                elif source not in complete:
+                    entry["status"] = "skipped: the listing was incomplete (a read error or a stop); nothing deleted"
+                else:
+                    sources, chunks = await self._prune_vanished(sync.stage, sync.adapter, source, listings[source])
+                    entry.update(status="done", deleted_sources=sources, deleted_chunks=chunks)
+                    self.deleted["sources"] += sources
+                    self.deleted["chunks"] += chunks
+                self.sync_report.append(entry)
+
+    async def _prune_vanished(self, stage_id: str, adapter: str, source: str, listed: set[bytes]) -> tuple[int, int]:
+        """Delete the rows of ``source``'s origin whose source id it did not list; ``(sources, chunks)``."""
+        assert self._adapters is not None
+        stage = self.pipeline.stage(stage_id)
+        store = self._adapters[adapter]
+        origin = self.pipeline.origins[source]
+        runtime = PolicyRuntime(stage.policy, clock=self.options.clock, events=self.events, stage=stage_id)
+        stored = await runtime.apply(store.source_ids(origin))()
+        if isinstance(stored, Err):
+            raise RunError(
+                f"stage {stage_id}: source sync cannot list {adapter!r}: {stored.error.code}: {stored.error.msg}"
+            )
+        gone = [sid for sid in stored.value if _digest(sid) not in listed]
+        chunks = 0
+        for i in range(0, len(gone), SYNC_BATCH):
+            res = await runtime.apply(store.prune(origin, gone[i : i + SYNC_BATCH]))()
+            if isinstance(res, Err):
+                raise RunError(
+                    f"stage {stage_id}: source sync cannot delete from {adapter!r}: {res.error.code}: {res.error.msg}"
+                )
+            chunks += res.value
+        return len(gone), chunks
 
     def _flush_ledger(self) -> None:
         """Commit settled items now and then, so a crash loses at most a moment's work."""
@@ -490,7 +581,11 @@ class Runner:
                     errors=[ErrorCount(g.code, g.count, g.first_message) for g in self.failures.of(st.id)],
                 )
             )
-        accounting = self.acct.to_json()
+        accounting = {
+            **self.acct.to_json(),
+            "deleted": self.deleted["sources"],
+            "deleted_chunks": self.deleted["chunks"],
+        }
         return RunReport(
             pipeline=self.pipeline.name,
             fingerprint=self.pipeline.loaded.fingerprint,
@@ -504,7 +599,24 @@ class Runner:
             dead_letter=str(self.dead.path) if self.dead.count else None,
             dead_lettered=self.dead.count,
             message=None if message is None else self.redact(message),
+            sync=self.sync_report,
         )
+
+
+SYNC_BATCH = 1000
+"""Source ids per delete statement of the end-of-run sync."""
+
+
+def _digest(source_id: str) -> bytes:
+    return hashlib.blake2b(source_id.encode("utf-8"), digest_size=16).digest()
+
+
+def _member(listed: set[bytes]) -> Callable[[str], bool]:
+    return lambda source_id: _digest(source_id) in listed
+
+
+def _unpack(packed: bytearray) -> set[bytes]:
+    return {bytes(packed[i : i + 16]) for i in range(0, len(packed), 16)}
 
 
 def content_hash(item: Item) -> str:

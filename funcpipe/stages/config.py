@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -60,6 +60,9 @@ class StageConfig(BaseModel):
     """Base of every stage's ``with:`` block: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resume_ignores: ClassVar[frozenset[str]] = frozenset()
+    """Fields that do not shape the stage's output: editing them redoes nothing on resume."""
 
 
 class FilesSourceConfig(StageConfig):
@@ -130,7 +133,23 @@ class EmbedConfig(StageConfig):
 class UpsertConfig(StageConfig):
     """Write embedded chunks to the stage's vector store, idempotently."""
 
-    delete_stale: bool = Field(True, description="Remove a source's old chunks that no longer exist.")
+    resume_ignores: ClassVar[frozenset[str]] = frozenset({"sync", "delete_stale"})
+
+    sync: Literal["mirror", "append"] = Field(
+        "mirror",
+        description="mirror: after a run that listed its sources completely, delete the rows of sources that "
+        "are gone; append: never delete rows.",
+    )
+    delete_stale: bool | None = Field(
+        None,
+        description="Remove a changed source's old chunks once all its new ones are written "
+        "(default: true with sync: mirror, false with sync: append).",
+    )
+
+    @property
+    def deletes_stale(self) -> bool:
+        """Whether stale chunks of a changed source are removed."""
+        return self.sync == "mirror" if self.delete_stale is None else self.delete_stale
 
 
 class VectorQueryConfig(StageConfig):

@@ -239,6 +239,11 @@ def source_files(config: FilesSourceConfig, ctx: StageContext) -> Transform:
 
     def transform(_upstream: AsyncGen[Item]) -> AsyncGen[Item]:
         async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+            if not config.allow_empty and not await asyncio.to_thread(root.exists):
+                # Vanished since the run's start check. Listing nothing would make a
+                # mirror store delete every row of this source.
+                yield Err(_missing_path(config.path, ctx.stage_id))
+                return
             try:
                 paths = await asyncio.to_thread(_list_files, root, config)
             except OSError as exc:
@@ -309,6 +314,10 @@ def source_jsonl(config: JsonlSourceConfig, ctx: StageContext) -> Transform:
     ``max_line_bytes``, or lacks its ``id_field``/``text_field`` becomes a
     ``BAD_INPUT`` error with its line number; so does a file that cannot be
     opened or read (with the line reached). The other lines flow on.
+
+    With ``id_field``, a record whose id an earlier line of the file already
+    had is a ``BAD_INPUT`` error naming the id and that line; the first
+    record is the one kept (see `_Duplicates`).
     """
     path = ctx.resolve(config.path)
 
@@ -319,6 +328,7 @@ def source_jsonl(config: JsonlSourceConfig, ctx: StageContext) -> Transform:
             except OSError as exc:
                 yield Err(_file_error(config, ctx, f"cannot open {config.path}: {exc.strerror or exc}", None))
                 return
+            seen = _Duplicates()
             with fh:
                 lines = _Lines(fh, config.max_line_bytes)
                 while True:
@@ -331,11 +341,57 @@ def source_jsonl(config: JsonlSourceConfig, ctx: StageContext) -> Transform:
                     if not batch:
                         return
                     for lineno, raw in batch:
-                        yield _jsonl_item(raw, lineno, config, ctx)
+                        res = _jsonl_item(raw, lineno, config, ctx)
+                        if isinstance(res, Ok) and config.id_field is not None:
+                            res = seen.check(res.value, lineno, config, ctx)
+                        yield res
 
         return run
 
     return transform
+
+
+def _missing_path(path: str, stage_id: str) -> ErrInfo:
+    return ErrInfo(
+        ErrCode.BAD_INPUT,
+        f"path {path} does not exist: nothing was listed, so no row of this source is deleted; "
+        "fix with.path (relative to the spec file)",
+        {"stage": stage_id, "path": path},
+    )
+
+
+# -- duplicate ids in one JSON Lines file ----------------------------------------------
+
+
+class _Duplicates:
+    """The ids seen so far in one read of a JSON Lines file, as 16-byte digests with their first line.
+
+    Two records with one id would otherwise share a source id, and their
+    chunks would replace each other; the later one is refused instead. Memory
+    is about 100 bytes per distinct id.
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[bytes, int] = {}
+
+    def check(self, item: Item, lineno: int, config: JsonlSourceConfig, ctx: StageContext) -> Result[Item, ErrInfo]:
+        """``item`` if its source id is new, else a ``BAD_INPUT`` error naming the id and its first line."""
+        digest = hashlib.blake2b(item.source_id.encode("utf-8"), digest_size=16).digest()
+        first = self._first.setdefault(digest, lineno)
+        if first == lineno:
+            return Ok(item)
+        # Its own source id (by line), so the accounting keeps the first record done.
+        sid = stable_id({"source": "jsonl", "path": config.path, "line": lineno})
+        field = config.id_field or ""
+        value = item.data.get(field) if isinstance(item.data, dict) else item.meta.get(field, "?")
+        return Err(
+            ErrInfo(
+                ErrCode.BAD_INPUT,
+                f"line {lineno}: duplicate {config.id_field} {value!r}: line {first} has the same id "
+                f"(the record of line {first} is kept). Fix: give each record its own {config.id_field}",
+                {"item": Item(sid, item.data, item.meta, sid), "stage": ctx.stage_id, "duplicate_of_line": first},
+            )
+        )
 
 
 def _file_error(config: JsonlSourceConfig, ctx: StageContext, msg: str, line: int | None) -> ErrInfo:

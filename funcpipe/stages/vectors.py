@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
@@ -79,26 +79,31 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
     return transform
 
 
-def _record(item: Item) -> VectorRecord | None:
+def _record(item: Item, origin: str) -> VectorRecord | None:
     data = item.data
     if not isinstance(data, dict) or not isinstance(data.get("embedding"), list | tuple):
         return None
     meta = {k: v for k, v in item.meta.items() if k != "embedder"}
-    return VectorRecord(item.id, item.source_id, str(data.get("text", "")), data["embedding"], meta)
+    return VectorRecord(item.id, item.source_id, str(data.get("text", "")), data["embedding"], meta, origin)
 
 
 def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
     """Upsert embedded chunks; once all chunks of a source are in, delete its stale ones.
 
     The store is prepared (extension, table, index, fingerprint check) before
-    the first write. A batch the store refuses is split to find the records
-    it refuses (see `funcpipe.policy.stream`), so one bad record fails alone.
+    the first write. Each row records its origin, from the runner's
+    ``origin_of`` service (source id -> ``<pipeline>/<source stage>``). A
+    batch the store refuses is split to find the records it refuses (see
+    `funcpipe.policy.stream`), so one bad record fails alone.
     Stale deletion needs ``chunk_count`` in the chunks' meta (``text.chunk``
-    sets it) and happens only when every chunk of that source was written,
-    so a partly failed source keeps its old chunks.
+    sets it) and happens only when every chunk of that source was written, so
+    a partly failed source keeps its old chunks; the sources completed by one
+    batch are pruned in one call per origin. Deleting the rows of sources
+    that are gone is the runner's end-of-run sync, not this stage's.
     """
     store: VectorStorePort = ctx.adapter
     embedder: EmbedPort | None = ctx.services.get("embedder")
+    origin_of: Callable[[str], str] = ctx.services.get("origin_of") or (lambda _sid: "")
     state: dict[str, Any] = {"ready": False, "lock": None}
     committed: dict[str, set[str]] = {}
 
@@ -125,7 +130,7 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
             records: list[VectorRecord] = []
             out: list[Result[Item, ErrInfo]] = []
             for it in items:
-                rec = _record(it)
+                rec = _record(it, origin_of(it.source_id))
                 if rec is None:
                     out.append(
                         Err(
@@ -149,8 +154,9 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
                 res = await store.upsert(records)()
                 if isinstance(res, Err):
                     return res
-                if config.delete_stale:
-                    stale = await _delete_stale(store, [r.value for r in out if isinstance(r, Ok)], committed)
+                if config.deletes_stale:
+                    written = [r.value for r in out if isinstance(r, Ok)]
+                    stale = await _delete_stale(store, written, committed, origin_of)
                     if isinstance(stale, Err):
                         return Err(stale.error.with_meta(**{WHOLE_CALL: True}))
             return Ok(out)
@@ -164,20 +170,34 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
 
 
 async def _delete_stale(
-    store: VectorStorePort, items: Sequence[Item], committed: dict[str, set[str]]
+    store: VectorStorePort,
+    items: Sequence[Item],
+    committed: dict[str, set[str]],
+    origin_of: Callable[[str], str],
 ) -> Result[None, ErrInfo]:
+    """Prune the stale rows of every source this batch completed: one store call per origin."""
+    added: list[Item] = []
+    complete: dict[str, list[str]] = {}  # origin -> completed source ids
     for it in items:
         count = it.meta.get("chunk_count")
         if not isinstance(count, int):
             continue
         ids = committed.setdefault(it.source_id, set())
-        ids.add(it.id)
-        if len(ids) >= count:
-            res = await store.delete_stale(it.source_id, sorted(ids))()
-            if isinstance(res, Err):
-                ids.discard(it.id)
-                return res
-            del committed[it.source_id]
+        if it.id not in ids:
+            ids.add(it.id)
+            added.append(it)
+        if len(ids) >= count and it.source_id not in complete.get(origin_of(it.source_id), ()):
+            complete.setdefault(origin_of(it.source_id), []).append(it.source_id)
+    for origin, sources in complete.items():
+        keep = sorted({cid for sid in sources for cid in committed[sid]})
+        res = await store.prune(origin, sources, keep)()
+        if isinstance(res, Err):
+            # The batch is retried whole: forget what it added, so a retry sees it anew.
+            for it in added:
+                committed.get(it.source_id, set()).discard(it.id)
+            return res
+        for sid in sources:
+            del committed[sid]
     return Ok(None)
 
 

@@ -190,7 +190,7 @@ async def test_concurrent_ensures_all_succeed(pg_resources: RunResources, pg_dsn
     stores = [PgvectorStore(PgvectorConfig(table=table), pg_resources) for _ in range(4)]
     results = await asyncio.gather(*(s.ensure(FP)() for s in stores))
     assert results == [Ok(None)] * 4
-    assert len(await _indexes(pg_dsn, table)) == 3
+    assert len(await _indexes(pg_dsn, table)) == 4  # primary key, source_id, (origin, source_id), hnsw
 
 
 async def test_a_table_funcpipe_did_not_create_is_refused(pg_resources: RunResources, pg_dsn: str) -> None:
@@ -204,6 +204,26 @@ async def test_a_table_funcpipe_did_not_create_is_refused(pg_resources: RunResou
     assert isinstance(res, Err)
     assert res.error.code == ErrCode.SERVICE_SPECIFIC
     assert "records no embedder fingerprint" in res.error.msg
+
+
+async def test_ensure_adds_the_origin_column_to_a_table_made_before_it(pg_resources: RunResources, pg_dsn: str) -> None:
+    s = store(pg_resources)
+    table = s.name.split(".")[1]
+    assert await s.ensure(FP)() == Ok(None)
+    assert await s.upsert([VectorRecord("old", "A", "t", [1.0, 0.0, 0.0])])() == Ok(1)
+    conn = await connect(pg_dsn)
+    try:
+        await conn.execute(f"DROP INDEX {quote_ident(derived_name(table, 'origin_source_id'))}")
+        await conn.execute(f"ALTER TABLE {quote_ident(table)} DROP COLUMN origin")
+    finally:
+        await conn.close()
+    again = PgvectorStore(PgvectorConfig(table=table), pg_resources)
+    assert await again.ensure(FP)() == Ok(None)
+    assert await again.source_ids("")() == Ok(["A"])
+    assert await again.prune("p/load", ["A"])() == Ok(0)  # rows of no origin are never synced away
+    assert await again.upsert([VectorRecord("new", "B", "t", [0.0, 1.0, 0.0], {}, "p/load")])() == Ok(1)
+    assert await again.source_ids("p/load")() == Ok(["B"])
+    assert len(await _indexes(pg_dsn, table)) == 4
 
 
 # -- queries ---------------------------------------------------------------------------

@@ -42,8 +42,10 @@ async def ready(new_store: StoreFactory, fingerprint: Fingerprint = FP) -> Vecto
     return store
 
 
-def rec(rid: str, vec: Sequence[float], source: str = "s1", text: str | None = None, **meta: object) -> VectorRecord:
-    return VectorRecord(rid, source, text if text is not None else f"text of {rid}", list(vec), meta)
+def rec(
+    rid: str, vec: Sequence[float], source: str = "s1", text: str | None = None, origin: str = "p/load", **meta: object
+) -> VectorRecord:
+    return VectorRecord(rid, source, text if text is not None else f"text of {rid}", list(vec), meta, origin)
 
 
 def ok(res: Result[object, object]) -> object:
@@ -151,6 +153,59 @@ async def test_delete_stale_with_everything_kept_deletes_nothing(new_store: Stor
     await store.upsert([rec("a1", [1, 0, 0], "A")])()
     assert ok(await store.delete_stale("A", ["a1"])()) == 0
     assert ok(await store.delete_stale("missing", [])()) == 0
+
+
+async def test_prune_deletes_whole_sources_of_its_origin_only(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    await store.upsert(
+        [
+            rec("a1", [1, 0, 0], "A"),
+            rec("a2", [0, 1, 0], "A"),
+            rec("b1", [0, 0, 1], "B"),
+            rec("c1", [1, 1, 0], "C"),
+            rec("x1", [1, 0, 1], "A", origin="other/load"),
+        ]
+    )()
+    assert ok(await store.prune("p/load", ["A", "B"])()) == 3
+    assert sorted(h.id for h in await hits(store, [1, 1, 1])) == ["c1", "x1"]
+
+
+async def test_prune_with_kept_ids_deletes_only_stale_rows(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    await store.upsert([rec("a1", [1, 0, 0], "A"), rec("a2", [0, 1, 0], "A"), rec("b1", [0, 0, 1], "B")])()
+    assert ok(await store.prune("p/load", ["A", "B"], ["a2", "b1"])()) == 1
+    assert sorted(h.id for h in await hits(store, [1, 1, 1])) == ["a2", "b1"]
+
+
+async def test_prune_of_no_sources_deletes_nothing(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    await store.upsert([rec("a1", [1, 0, 0], "A")])()
+    assert ok(await store.prune("p/load", [])()) == 0
+    assert ok(await store.prune("p/load", ["missing"])()) == 0
+    assert ok(await store.count()()) == 1
+
+
+async def test_source_ids_lists_the_distinct_sources_of_an_origin(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    assert ok(await store.source_ids("p/load")()) == []
+    await store.upsert(
+        [
+            rec("b1", [1, 0, 0], "B"),
+            rec("a1", [0, 1, 0], "A"),
+            rec("a2", [0, 0, 1], "A"),
+            rec("z", [1, 1, 0], "Z", origin="q/x"),
+        ]
+    )()
+    assert ok(await store.source_ids("p/load")()) == ["A", "B"]
+    assert ok(await store.source_ids("q/x")()) == ["Z"]
+
+
+async def test_upsert_moves_a_row_to_its_new_origin(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    await store.upsert([rec("a1", [1, 0, 0], "A", origin="")])()
+    assert ok(await store.upsert([rec("a1", [1, 0, 0], "A")])()) == 1
+    assert ok(await store.source_ids("p/load")()) == ["A"]
+    assert ok(await store.source_ids("")()) == []
 
 
 # -- reads ---------------------------------------------------------------------
@@ -269,6 +324,8 @@ async def test_memory_and_pgvector_answer_alike(
             batch = [rec(rid, vec, source, lang=lg) for rid, vec, source, lg in records]
             written = ok(await store.upsert(batch)())
             deleted = ok(await store.delete_stale("s2", ["a", "b"])())
+            pruned = ok(await store.prune("p/load", ["s1"], ["c", "d"])())
+            sources = ok(await store.source_ids("p/load")())
             flt = {"lang": lang} if lang else {}
-            answers.append((written, deleted, _tie_groups(await hits(store, query, k, **flt), k)))
+            answers.append((written, deleted, pruned, sources, _tie_groups(await hits(store, query, k, **flt), k)))
         assert answers[0] == answers[1]

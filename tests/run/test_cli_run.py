@@ -41,6 +41,8 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
         "filtered": 1,
         "unfinished": 0,
         "skipped": 0,
+        "deleted": 0,
+        "deleted_chunks": 0,
         "unsettled": 0,
         "strays": 0,
         "invariant": "sources == done + failed + filtered + unfinished; unfinished == 0 unless the run stopped early",
