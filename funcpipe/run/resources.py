@@ -11,14 +11,21 @@ With no DSN, the pool connects to an embedded PostgreSQL + pgvector whose
 data lives in ``state_dir/pgdata``: the server starts once per run (about a
 second), is stopped when the process exits, and its data is reused by the
 next run.
+
+A pool reconnects on its own when its server restarts or drops connections.
+What asyncpg reports about that meanwhile (its log, futures and callbacks
+that fail in the background) becomes one notice line each, never a
+traceback: the errors that matter reach the stages as `ErrInfo` values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -51,6 +58,56 @@ def redact_dsn(dsn: str) -> str:
     return _DSN_QUERY_PASSWORD.sub(r"\1***", _DSN_PASSWORD.sub(r"\1***@", dsn))
 
 
+def _print_notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(what: str, exc: BaseException | None) -> str:
+    text = f"PostgreSQL: {what.strip()}"
+    if exc is not None:
+        text += f" ({type(exc).__name__}: {exc})"
+    return redact_dsn(" ".join(text.split()))
+
+
+def _from_asyncpg(context: dict[str, Any]) -> bool:
+    exc = context.get("exception")
+    if exc is not None:
+        return type(exc).__module__.startswith("asyncpg")
+    # asyncpg's own reports (e.g. a connection reset with a transaction open) name its objects.
+    return "<asyncpg." in str(context.get("message", ""))
+
+
+class _DatabaseLog(logging.Handler):
+    """asyncpg's log records (e.g. a pool failing to reconnect) as notices, without tracebacks."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc = record.exc_info[1] if record.exc_info else None
+            self.notify(_one_line(record.getMessage(), exc))
+        except Exception:
+            self.handleError(record)
+
+
+class _LoopErrors:
+    """A loop exception handler: asyncpg's background failures become notices; the rest goes on as before."""
+
+    def __init__(self, notify: Callable[[str], None], previous: Any) -> None:
+        self.notify = notify
+        self._previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _from_asyncpg(context):
+            self.notify(_one_line(str(context.get("message", "")), context.get("exception")))
+        elif self._previous is not None:
+            self._previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+
 def start_embedded_server(pgdata: Path) -> str:
     """Start (or join) the embedded PostgreSQL server for ``pgdata``; return its DSN.
 
@@ -77,6 +134,8 @@ class RunResources:
         http_transport: a transport for the shared HTTP client (tests pass
             ``httpx.MockTransport``); default: real sockets.
         server_starter: ``pgdata -> dsn``, blocking; default `start_embedded_server`.
+        notify: where one-line notices about database connections go (the
+            runner's notices); default: stderr.
     """
 
     def __init__(
@@ -86,6 +145,7 @@ class RunResources:
         *,
         http_transport: httpx.AsyncBaseTransport | None = None,
         server_starter: Callable[[Path], str] = start_embedded_server,
+        notify: Callable[[str], None] = _print_notice,
     ) -> None:
         self.state_dir = state_dir
         self.clock = clock
@@ -98,6 +158,8 @@ class RunResources:
         self._embedded_lock = asyncio.Lock()
         self._pool_lock = asyncio.Lock()
         self._closed = False
+        self._notify = notify
+        self._database_log: _DatabaseLog | None = None
 
     async def __aenter__(self) -> RunResources:
         return self
@@ -179,6 +241,7 @@ class RunResources:
         async def init(conn: asyncpg.Connection) -> None:
             await register_vector_codec(conn)
 
+        self._route_database_reports()
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 dsn,
@@ -190,6 +253,23 @@ class RunResources:
         except Exception as exc:
             raise ResourceError(f"could not connect to PostgreSQL at {redact_dsn(dsn)}: {exc}") from exc
         return pool
+
+    def _route_database_reports(self) -> None:
+        if self._database_log is not None:
+            return
+        handler = _DatabaseLog(self._notify)
+        logger = logging.getLogger("asyncpg")
+        logger.addHandler(handler)
+        self._database_log = handler
+        self._stack.callback(logger.removeHandler, handler)
+        loop = asyncio.get_running_loop()
+        current = loop.get_exception_handler()
+        if isinstance(current, _LoopErrors):
+            current.notify = self._notify
+        else:
+            # Left in place for the rest of the loop: asyncpg's futures can be
+            # collected (and report) after the pool has closed.
+            loop.set_exception_handler(_LoopErrors(self._notify, current))
 
     def secret(self, env_name: str) -> SecretStr:
         """The value of environment variable ``env_name``, read now.

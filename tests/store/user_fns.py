@@ -1,0 +1,24 @@
+"""User callables for the store tests: pace a run so that faults land mid-ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from funcpipe.core import Item
+
+
+async def pace(item: Item, flag: str, seconds: float, hold_from: int) -> object:
+    """Slow the run down until the file ``flag`` exists.
+
+    Items from lines before ``hold_from`` each take ``seconds`` while the flag is
+    absent; the rest wait for it, so the run cannot end before the test has
+    done its damage, whatever the machine's speed.
+    """
+    if not os.path.exists(flag):
+        if int(str(item.meta.get("line", 0))) < hold_from:
+            await asyncio.sleep(seconds)
+        else:
+            while not os.path.exists(flag):
+                await asyncio.sleep(0.05)
+    return item.data
