@@ -192,9 +192,7 @@ def error_info(exc: BaseException, *, doing: str = "") -> ErrInfo:
     if isinstance(exc, OSError):
         return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {exc}", {"exception": name})
     if _lost_connection(exc):
-        return ErrInfo(
-            ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {name}: {exc}", {"exception": name}
-        )
+        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {name}: {exc}", {"exception": name})
     return ErrInfo(ErrCode.DB_ERROR, f"{prefix}{name}: {exc}", {"exception": name})
 
 
