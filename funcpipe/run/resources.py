@@ -231,9 +231,10 @@ def start_embedded_server(pgdata: Path) -> str:
         if pgdata.exists():
             embedded_owners(pgdata)
             _wait_for_a_starting_server(pgdata)
-        # cleanup_mode=None: the package would stop the server only if its
-        # list held this pid alone, which stale records prevent; we decide.
-        server = embedded.get_server(pgdata, cleanup_mode=None)
+        # The package's own exit hook stops the server only if its list holds
+        # this pid alone, which stale records prevent; ours runs first (it is
+        # registered later), reaps them, and stops the server if no owner is left.
+        server = embedded.get_server(pgdata)
         if pgdata not in _released:
             _released.add(pgdata)
             atexit.register(_release_embedded_server, pgdata, server.system_user)
@@ -273,6 +274,8 @@ def _release_embedded_server(pgdata: Path, system_user: str | None) -> None:
 def _release(pgdata: Path, system_user: str | None) -> None:
     server = _embedded().PostgresServer
     me = os.getpid()
+    if not pgdata.exists():
+        return  # deleted with its state directory: nothing left to own
     with _SERVER_LOCK, owner_lock(pgdata):
         with server._lock:
             handles = pgdata / _HANDLE_PIDS

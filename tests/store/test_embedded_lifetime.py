@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
+from funcpipe.run.resources import owner_lock
 from tests.store._support import assert_no_server_left, owner_records, postgres_processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,3 +137,27 @@ def test_a_run_killed_beside_live_runs_leaves_them_their_server(tmp_path: Path) 
     finish(tmp_path, "later", later)
     assert lines(tmp_path / "alive.jsonl") == lines(tmp_path / "later.jsonl") == ITEMS
     assert_no_server_left(pgdata)
+
+
+def test_records_of_dead_and_recycled_pids_do_not_keep_the_server(tmp_path: Path) -> None:
+    flag = project(tmp_path, "owner")
+    pgdata = tmp_path / ".funcpipe" / "pgdata"
+    run = start(tmp_path, "owner")
+    wait_for_lines(tmp_path / "owner.jsonl", 10, run)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # a live process that is no funcpipe run, under a pid a run once had
+    stranger = subprocess.Popen(["sleep", "120"])
+    try:
+        with owner_lock(pgdata.resolve()):
+            handles, owners = owner_records(pgdata)
+            (pgdata / ".handle_pids.json").write_text(json.dumps([*handles, dead.pid, stranger.pid]))
+            started = psutil.Process(stranger.pid).create_time()
+            owners[str(stranger.pid)] = started - 3600.0
+            (pgdata.parent / "pgdata.owners.json").write_text(json.dumps(owners))
+        flag.touch()
+        finish(tmp_path, "owner", run)
+        assert_no_server_left(pgdata)
+    finally:
+        stranger.kill()
+        stranger.wait()
