@@ -7,13 +7,75 @@ imports no HTTP or database client.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from funcpipe.policy.models import Duration
+from funcpipe.policy.models import Float, Int, PositiveDuration
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# RFC 9110 token characters: what an HTTP header name may hold.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+MAX_TOKENS = 1_000_000
+"""Tokens a generation may ask for at most."""
+
+MAX_DIMENSIONS = 65_536
+"""Embedding dimension at most."""
+
+
+def _header_value(value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError("a header value cannot contain a line break or NUL")
+    return value
+
+
+def _model_name(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("a model name cannot contain control characters")
+    return value
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_model_name)]
+"""A provider's model name: not empty, no control characters."""
+
+
+def check_dsn(value: str) -> str:
+    """Check a literal PostgreSQL DSN: ``postgresql://user@host:port/db`` or ``key=value`` pairs.
+
+    The message never repeats the DSN: it may hold a password.
+
+    Raises:
+        ValueError: naming what is wrong, not the value.
+    """
+    if "${" in value or "{{" in value:
+        # Still to be interpolated or rendered (only reachable when it was not).
+        return value
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("the DSN contains a control character or line break")
+    if "://" not in value:
+        # libpq's keyword form: host=... dbname=... ; every word is key=value.
+        words = value.split()
+        if not words or any("=" not in w or not w.split("=", 1)[0] for w in words):
+            raise ValueError(
+                "not a PostgreSQL DSN: write postgresql://user:password@host:5432/dbname, "
+                "or key=value pairs (host=... dbname=...)"
+            )
+        return value
+    scheme = value.split("://", 1)[0].lower()
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ValueError("a DSN's scheme must be postgresql:// or postgres://")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("the DSN is not a valid URL (check the host and the port number)") from None
+    # No host is allowed, as in libpq: the local socket (or PGHOST) is used.
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the DSN's port must be between 1 and 65535")
+    return value
 
 
 class AdapterConfig(BaseModel):
@@ -28,9 +90,9 @@ class HashingConfig(AdapterConfig):
     """Local, deterministic feature-hashing embedder: no network, no model download."""
 
     kind: Literal["hashing"] = "hashing"
-    dim: int = Field(384, ge=8, le=16000, description="Vector dimension.")
-    char_ngrams: tuple[int, int] = Field((3, 5), description="Character n-gram sizes, inclusive range.")
-    word_ngrams: int = Field(2, ge=1, le=3, description="Word n-grams up to this size (2 = unigrams and bigrams).")
+    dim: Int = Field(384, ge=8, le=16000, description="Vector dimension.")
+    char_ngrams: tuple[Int, Int] = Field((3, 5), description="Character n-gram sizes, inclusive range.")
+    word_ngrams: Int = Field(2, ge=1, le=3, description="Word n-grams up to this size (2 = unigrams and bigrams).")
 
     @field_validator("char_ngrams")
     @classmethod
@@ -44,79 +106,110 @@ class HashingConfig(AdapterConfig):
 class _HTTPConfig(AdapterConfig):
     base_url: str = Field(..., description="Base URL of the API.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (no secrets).")
-    request_timeout: Duration = Field(60.0, description="HTTP-level timeout for one request.")
+    headers: dict[str, Annotated[str, Field(max_length=8192), AfterValidator(_header_value)]] = Field(
+        default_factory=dict, max_length=100, description="Extra request headers (no secrets)."
+    )
+    request_timeout: PositiveDuration = Field(60.0, description="HTTP-level timeout for one request.")
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name[:60]!r} is not an HTTP header name: use letters, digits and -, e.g. X-Request-Source"
+                )
+        return v
 
 
 class OpenAIConfig(_HTTPConfig):
     """OpenAI-compatible API (OpenAI, vLLM, LM Studio, Ollama's /v1, Together...): embeddings and chat."""
 
     kind: Literal["openai"] = "openai"
-    model: str = Field(..., description="Model name, e.g. text-embedding-3-small or gpt-4o-mini.")
+    model: ModelName = Field(..., description="Model name, e.g. text-embedding-3-small or gpt-4o-mini.")
     base_url: str = Field(
         "https://api.openai.com/v1", description="Base URL; /embeddings and /chat/completions are appended."
     )
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    dimensions: int | None = Field(None, ge=1, description="Requested (and checked) embedding dimension.")
+    dimensions: Int | None = Field(
+        None, ge=1, le=MAX_DIMENSIONS, description="Requested (and checked) embedding dimension."
+    )
     encoding_format: Literal["base64", "float"] = Field("base64", description="base64 is smaller and faster to parse.")
-    max_batch: int = Field(2048, ge=1, le=2048, description="Texts per embeddings request at most.")
-    max_tokens: int = Field(512, ge=1, description="Chat: maximum tokens to generate.")
+    max_batch: Int = Field(2048, ge=1, le=2048, description="Texts per embeddings request at most.")
+    max_tokens: Int = Field(512, ge=1, le=MAX_TOKENS, description="Chat: maximum tokens to generate.")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens",
         description="Chat: the body field carrying max_tokens; OpenAI's reasoning models want max_completion_tokens.",
     )
-    temperature: float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature.")
+    temperature: Float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature.")
 
 
 class OllamaConfig(_HTTPConfig):
     """Ollama's native API: /api/embed and /api/chat."""
 
     kind: Literal["ollama"] = "ollama"
-    model: str = Field(..., description="Model name, e.g. nomic-embed-text or llama3.2.")
+    model: ModelName = Field(..., description="Model name, e.g. nomic-embed-text or llama3.2.")
     base_url: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
-    dimensions: int | None = Field(None, ge=1, description="Expected (and requested) embedding dimension.")
+    dimensions: Int | None = Field(
+        None, ge=1, le=MAX_DIMENSIONS, description="Expected (and requested) embedding dimension."
+    )
     truncate: bool = Field(True, description="Let the server truncate inputs longer than the context.")
-    keep_alive: str | None = Field(None, description="How long the model stays loaded, e.g. 5m.")
-    max_batch: int = Field(512, ge=1, description="Texts per request at most.")
-    max_tokens: int = Field(512, ge=1, description="Chat: maximum tokens to generate (options.num_predict).")
-    temperature: float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature (options.temperature).")
+    keep_alive: str | None = Field(
+        None,
+        pattern=r"^-?[0-9]{1,12}(\.[0-9]{1,9})?(ns|us|ms|s|m|h)?$",
+        description="How long the model stays loaded, e.g. 5m.",
+    )
+    max_batch: Int = Field(512, ge=1, le=100_000, description="Texts per request at most.")
+    max_tokens: Int = Field(
+        512, ge=1, le=MAX_TOKENS, description="Chat: maximum tokens to generate (options.num_predict)."
+    )
+    temperature: Float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature (options.temperature).")
 
 
 class CohereConfig(_HTTPConfig):
     """Cohere v2 embed API."""
 
     kind: Literal["cohere"] = "cohere"
-    model: str = Field("embed-v4.0", description="Model name.")
+    model: ModelName = Field("embed-v4.0", description="Model name.")
     base_url: str = Field("https://api.cohere.com", description="Base URL; /v2/embed is appended.")
     api_key_env: str | None = Field("CO_API_KEY", description="Environment variable holding the API key.")
-    dimensions: int | None = Field(None, ge=1, description="output_dimension, where the model supports it.")
+    dimensions: Int | None = Field(
+        None, ge=1, le=MAX_DIMENSIONS, description="output_dimension, where the model supports it."
+    )
     embedding_types: tuple[Literal["float"], ...] = Field(("float",), description="Embedding types requested.")
     truncate: Literal["NONE", "START", "END"] = Field("END", description="Truncation of long inputs.")
-    max_batch: int = Field(96, ge=1, le=96, description="Texts per request at most (Cohere allows 96).")
+    max_batch: Int = Field(96, ge=1, le=96, description="Texts per request at most (Cohere allows 96).")
 
 
 class AnthropicConfig(_HTTPConfig):
     """Anthropic Messages API (generation only)."""
 
     kind: Literal["anthropic"] = "anthropic"
-    model: str = Field(..., description="Model name, e.g. claude-sonnet-4-5.")
+    model: ModelName = Field(..., description="Model name, e.g. claude-sonnet-4-5.")
     base_url: str = Field("https://api.anthropic.com", description="Base URL; /v1/messages is appended.")
     api_key_env: str | None = Field("ANTHROPIC_API_KEY", description="Environment variable holding the API key.")
-    anthropic_version: str = Field("2023-06-01", description="The anthropic-version header.")
-    max_tokens: int = Field(1024, ge=1, description="Maximum tokens to generate.")
-    temperature: float = Field(0.0, ge=0, le=1, description="Sampling temperature.")
+    anthropic_version: str = Field(
+        "2023-06-01", pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="The anthropic-version header."
+    )
+    max_tokens: Int = Field(1024, ge=1, le=MAX_TOKENS, description="Maximum tokens to generate.")
+    temperature: Float = Field(0.0, ge=0, le=1, description="Sampling temperature.")
 
 
 class PgvectorConfig(AdapterConfig):
     """PostgreSQL + pgvector. With no ``dsn``, an embedded server under ``.funcpipe/pgdata``."""
 
     kind: Literal["pgvector"] = "pgvector"
-    dsn: str | None = Field(None, description="postgresql:// DSN; omit for the embedded server. Use ${DATABASE_URL}.")
+    dsn: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(check_dsn)] | None = Field(
+        None,
+        description="postgresql:// DSN; omit for the embedded server. Use ${DATABASE_URL}.",
+        # A DSN may carry a password: errors never show it.
+        json_schema_extra={"writeOnly": True},
+    )
     table: str = Field("chunks", description="Table name (an SQL identifier; it is quoted).")
     db_schema: str = Field("public", alias="schema", description="Schema name (an SQL identifier; it is quoted).")
     index: Literal["hnsw", "none"] = Field("hnsw", description="Approximate index on the vectors.")
     distance: Literal["cosine"] = Field("cosine", description="Distance used by queries and the index.")
-    pool_max: int = Field(4, ge=1, le=64, description="Connections in the pool at most.")
+    pool_max: Int = Field(4, ge=1, le=64, description="Connections in the pool at most.")
     exact: bool = Field(False, description="Exact scan for queries (no index), ties broken by id.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -124,7 +217,7 @@ class PgvectorConfig(AdapterConfig):
     @field_validator("table", "db_schema")
     @classmethod
     def _identifier(cls, v: str) -> str:
-        if not _IDENT.match(v):
+        if not _IDENT.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a plain SQL identifier: use letters, digits and _, starting with a letter or _, "
                 "at most 63 characters"
@@ -142,8 +235,8 @@ class ExtractiveConfig(AdapterConfig):
     """Offline answerer: returns the best passages with their sources and scores."""
 
     kind: Literal["extractive"] = "extractive"
-    max_passages: int = Field(3, ge=1, description="Passages quoted in the answer.")
-    max_chars: int = Field(600, ge=40, description="Characters quoted per passage at most.")
+    max_passages: Int = Field(3, ge=1, le=100, description="Passages quoted in the answer.")
+    max_chars: Int = Field(600, ge=40, le=100_000, description="Characters quoted per passage at most.")
 
 
 BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {

@@ -3,9 +3,11 @@
 It answers exactly what an exact-scan ``pgvector`` table answers for the
 same calls: vectors are kept as float32 as pgvector keeps them, metadata as
 its JSON round trip, queries rank by cosine distance with ties broken by id,
-filters follow jsonb containment, and writes before `ensure`, with the wrong
-dimension or with values PostgreSQL refuses fail with ``DB_ERROR``. The data
-lives as long as the store object.
+filters follow jsonb containment, and writes before `ensure` or with the
+wrong dimension fail with ``DB_ERROR``. A record holding what PostgreSQL
+refuses (NUL, a lone surrogate, NaN in meta) fails with the same
+``BAD_INPUT`` as there (`funcpipe.adapters._storable`). The data lives as
+long as the store object.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from funcpipe.adapters._storable import refusal
 from funcpipe.adapters.config import MemoryConfig
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_pure
@@ -105,6 +108,14 @@ class MemoryStore:
 
         return run
 
+    def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]:
+        """Whether the store was prepared (`ensure`), and the fingerprint it records."""
+
+        async def run() -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
+            return Ok((self._fingerprint is not None, self._fingerprint))
+
+        return run
+
     def upsert(self, records: Sequence[VectorRecord]) -> AsyncPlan[int]:
         """Insert or replace ``records`` by id, all or none; returns the rows inserted or changed."""
         latest = {r.id: r for r in records}
@@ -178,12 +189,13 @@ def _row(record: VectorRecord, dim: int) -> Ok[_Row] | Err[ErrInfo]:
         return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: expected {dim} dimensions, not {len(values)}"))
     if not all(math.isfinite(x) for x in values):
         return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: NaN or infinite values are not allowed in vector"))
-    if "\x00" in record.text or "\x00" in record.source_id:
-        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: text cannot contain NUL (0x00) characters"))
+    refused = refusal(record)
+    if refused is not None:
+        return Err(refused)
     try:
         meta = _json_roundtrip(record.meta)
     except ValueError as exc:
-        return Err(ErrInfo(ErrCode.DB_ERROR, f"record {record.id}: meta is not valid JSON: {exc}"))
+        return Err(ErrInfo(ErrCode.BAD_INPUT, f"record {record.id}: meta is not valid JSON: {exc}"))
     norm = math.sqrt(math.fsum(x * x for x in values))
     return Ok(_Row(record.source_id, record.text, meta, values, norm))
 

@@ -48,9 +48,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from funcpipe.adapters._storable import meta_json, refusal
 from funcpipe.adapters.config import PgvectorConfig
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_pure
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
 from funcpipe.errors import ResourceError
 from funcpipe.ports import Embedding, Fingerprint, QueryHit, VectorRecord
 
@@ -367,6 +368,27 @@ class PgvectorStore:
 
         return self._plan("ensure", body)
 
+    def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]:
+        """Whether the table exists, and the embedder fingerprint its comment records; creates nothing.
+
+        ``(False, None)``: no table yet. ``(True, None)``: a table that records
+        no fingerprint (funcpipe did not create it).
+        """
+
+        async def body(pool: asyncpg.Pool) -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
+            row = await pool.fetchrow(
+                "SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                self._config.db_schema,
+                self._config.table,
+            )
+            if row is None:
+                return Ok((False, None))
+            return Ok((True, _stored_fingerprint(row["comment"])))
+
+        return self._plan("read the embedder fingerprint of", body)
+
     async def _create_table(self, conn: asyncpg.Connection, fingerprint: Fingerprint) -> None:
         await conn.execute(
             f"CREATE TABLE {self._table} ("
@@ -429,10 +451,20 @@ class PgvectorStore:
 
         A later record with the same id wins. Returns the rows inserted or
         changed: rewriting identical content counts zero and writes nothing.
+        A record holding what PostgreSQL refuses (NUL, a lone surrogate, NaN
+        in meta) fails the call with ``BAD_INPUT`` naming it, its field, the
+        character and its offset, before anything is sent.
         """
         latest = {r.id: r for r in records}
-        # The vector codec checks and converts the values (array("f", ...)).
-        rows = [(r.id, r.source_id, r.text, _meta_json(r.meta), r.embedding) for r in latest.values()]
+        rows = []
+        for r in latest.values():
+            meta = meta_json(r.meta)
+            refused = refusal(r, meta)
+            if refused is not None or meta is None:
+                # Refused before sending: a raw error would not say which record, nor where.
+                return async_fail(refused or ErrInfo(ErrCode.BAD_INPUT, f"record {r.id}: meta is not JSON"))
+            # The vector codec checks and converts the values (array("f", ...)).
+            rows.append((r.id, r.source_id, r.text, meta, r.embedding))
 
         if not rows:
             return async_pure(0)

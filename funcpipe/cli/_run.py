@@ -21,7 +21,7 @@ from funcpipe.errors import FuncpipeError
     "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."
 )
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table; only errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no table; failures and errors are still shown.")
 @click.option("--fresh", is_flag=True, help="Ignore what earlier runs recorded as done.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for jitter and sampling.")
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds in-flight work gets after a signal.")
@@ -45,7 +45,8 @@ def run(
     """Run the pipeline in SPEC.
 
     Exit codes: 0 every item done; 1 some items failed (see the dead-letter
-    file) or the run failed; 2 the spec is invalid.
+    file) or the run failed; 2 the spec is invalid; 130 or 143 stopped by
+    SIGINT or SIGTERM.
     """
     loaded = load_or_exit(spec, overrides, params_file)
     pipeline = compile_pipeline(loaded)
@@ -60,7 +61,7 @@ def run(
         return
 
     from funcpipe.run import Runner, RunOptions
-    from funcpipe.run.report import print_summary
+    from funcpipe.run.report import print_failures, print_summary
 
     options = RunOptions(
         report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
@@ -97,14 +98,15 @@ def run(
         click.echo(f"funcpipe: {runner.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if log_format == "json":
-        click.echo(json.dumps({"event": "report", **report.to_json()}, sort_keys=True), err=True)
+        from funcpipe.run.logging import report_event
+
+        sys.stderr.write(report_event(report) + "\n")
     elif not quiet:
         print_summary(report, sys.stderr)
-    elif report.exit_code:
+    else:
         # Quiet means no progress and no table, not silence about what went wrong.
-        if report.dead_lettered:
-            click.echo(f"funcpipe: {report.dead_lettered} failed item(s) written to {report.dead_letter}", err=True)
-        if report.message:
+        print_failures(report, sys.stderr)
+        if report.message and report.exit_code:
             click.echo(f"funcpipe: {report.message}", err=True)
     sys.exit(report.exit_code)
 

@@ -1,20 +1,35 @@
 """The pure algebra of funcpipe: results, items, plans, streams and structured concurrency.
 
 Nothing here performs I/O or starts an event loop; see ``funcpipe.run``.
+The names and semantics follow the async FuncPipe pages (`AsyncPlan`,
+`AsyncGen`, the lifts, `async_with_resilience`) and effectpy's structured
+concurrency (`zip_par`, `race`, `for_each_par`); docs/core.md maps each.
 """
 
 from __future__ import annotations
 
-from funcpipe.core._concurrency import async_gather, async_gen_gather, for_each_par, race, zip_par
+from funcpipe.core._concurrency import (
+    async_gather,
+    async_gather_settled,
+    async_gen_gather,
+    for_each_par,
+    for_each_par_settled,
+    race,
+    zip_par,
+)
 from funcpipe.core._gen import (
     AsyncGen,
     async_gen_and_then,
+    async_gen_bracket,
     async_gen_empty,
     async_gen_filter,
+    async_gen_flat_map,
     async_gen_from_iterable,
+    async_gen_from_list,
+    async_gen_from_plan,
     async_gen_from_results,
     async_gen_map,
-    async_gen_map_plan,
+    async_gen_map_action,
     async_gen_return,
     async_gen_using,
     collect,
@@ -23,19 +38,32 @@ from funcpipe.core._gen import (
 )
 from funcpipe.core._item import Item, canonical_json, stable_id
 from funcpipe.core._plan import (
+    AsyncAction,
     AsyncPlan,
     async_bind,
     async_fail,
     async_from_result,
     async_lift,
+    async_lift_call,
     async_map,
     async_map_err,
     async_pure,
+    lift_sync,
+    lift_sync_gen_with_executor,
+    lift_sync_with_executor,
     user_error,
+)
+from funcpipe.core._resilience import (
+    ResilienceEnv,
+    RetryPolicy,
+    TimeoutPolicy,
+    async_with_resilience,
+    resilient_mapper,
 )
 from funcpipe.core._result import Err, ErrCode, ErrInfo, Ok, Result, UnwrapError
 
 __all__ = [
+    "AsyncAction",
     "AsyncGen",
     "AsyncPlan",
     "Err",
@@ -43,32 +71,47 @@ __all__ = [
     "ErrInfo",
     "Item",
     "Ok",
+    "ResilienceEnv",
     "Result",
+    "RetryPolicy",
+    "TimeoutPolicy",
     "UnwrapError",
     "async_bind",
     "async_fail",
     "async_from_result",
     "async_gather",
+    "async_gather_settled",
     "async_gen_and_then",
+    "async_gen_bracket",
     "async_gen_empty",
     "async_gen_filter",
+    "async_gen_flat_map",
     "async_gen_from_iterable",
+    "async_gen_from_list",
+    "async_gen_from_plan",
     "async_gen_from_results",
     "async_gen_gather",
     "async_gen_map",
-    "async_gen_map_plan",
+    "async_gen_map_action",
     "async_gen_return",
     "async_gen_using",
     "async_lift",
+    "async_lift_call",
     "async_map",
     "async_map_err",
     "async_pure",
+    "async_with_resilience",
     "canonical_json",
     "collect",
     "for_each_par",
+    "for_each_par_settled",
     "lift_async_item",
+    "lift_sync",
+    "lift_sync_gen_with_executor",
+    "lift_sync_with_executor",
     "partition",
     "race",
+    "resilient_mapper",
     "stable_id",
     "user_error",
     "zip_par",

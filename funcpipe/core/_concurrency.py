@@ -59,10 +59,61 @@ def _check_bound(n: int, name: str) -> int:
     return n
 
 
+class _FailFast(Exception):
+    """Raised by a fail-fast worker to stop its siblings; carries the failure."""
+
+    def __init__(self, failure: Err[ErrInfo]) -> None:
+        super().__init__(failure.error.msg)
+        self.failure = failure
+
+
 def for_each_par(
-    items: Iterable[T], f: Callable[[T], AsyncPlan[U]], parallelism: int = 8
+    items: Iterable[T], effect_fn: Callable[[T], AsyncPlan[U]], parallelism: int = 10
+) -> AsyncPlan[list[U]]:
+    """Run ``effect_fn(item)`` for every item, at most ``parallelism`` at once; fail fast.
+
+    Succeeds with the values in input order. The first ``Err`` to arrive
+    cancels the plans still running, starts no more, and is the result.
+    Items are read lazily from ``items`` as workers free up, on each run (a
+    one-shot iterator is empty on replay). `for_each_par_settled` runs them
+    all and keeps every result instead.
+
+    Raises:
+        ValueError: ``parallelism`` is below 1 (when the plan is built).
+    """
+    _check_bound(parallelism, "parallelism")
+
+    async def run() -> Result[list[U], ErrInfo]:
+        values: dict[int, U] = {}
+        source = enumerate(items)
+
+        async def worker() -> None:
+            for i, item in source:  # the shared iterator hands out work
+                res = await _drive(effect_fn, item)
+                if isinstance(res, Err):
+                    raise _FailFast(res)
+                values[i] = res.value
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(parallelism)]
+        try:
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            failures = [t.exception() for t in workers if t.done() and not t.cancelled()]
+            for exc in failures:
+                if isinstance(exc, _FailFast):
+                    return exc.failure
+                if exc is not None:  # pragma: no cover - _drive turns every Exception into an Err
+                    raise exc
+        finally:
+            await _cancel_all(workers)
+        return Ok([values[i] for i in range(len(values))])
+
+    return run
+
+
+def for_each_par_settled(
+    items: Iterable[T], effect_fn: Callable[[T], AsyncPlan[U]], parallelism: int = 8
 ) -> AsyncPlan[list[Result[U, ErrInfo]]]:
-    """Run ``f(item)`` for every item with at most ``parallelism`` in flight.
+    """Run ``effect_fn(item)`` for every item with at most ``parallelism`` in flight; keep every result.
 
     Runs on a fixed pool of workers; the results come back in input order and
     one failure does not stop the others. Items are read lazily from ``items``
@@ -79,7 +130,7 @@ def for_each_par(
 
         async def worker() -> None:
             for i, item in source:  # the shared iterator hands out work
-                results[i] = await _drive(f, item)
+                results[i] = await _drive(effect_fn, item)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(parallelism)]
         try:
@@ -91,8 +142,8 @@ def for_each_par(
     return run
 
 
-def async_gather(plans: Sequence[AsyncPlan[T]], concurrency: int = 8) -> AsyncPlan[list[Result[T, ErrInfo]]]:
-    """Drive every plan with at most ``concurrency`` at once; results in input order.
+def async_gather_settled(plans: Sequence[AsyncPlan[T]], concurrency: int = 8) -> AsyncPlan[list[Result[T, ErrInfo]]]:
+    """Drive every plan with at most ``concurrency`` at once; every result, in input order.
 
     Failures do not stop the others: each slot holds that plan's `Result`.
 
@@ -100,7 +151,33 @@ def async_gather(plans: Sequence[AsyncPlan[T]], concurrency: int = 8) -> AsyncPl
         ValueError: ``concurrency`` is below 1 (when the plan is built).
     """
     _check_bound(concurrency, "concurrency")
-    return for_each_par(plans, _run_plan, parallelism=min(concurrency, max(1, len(plans))))
+    return for_each_par_settled(plans, _run_plan, parallelism=min(concurrency, max(1, len(plans))))
+
+
+def async_gather(plans: Sequence[AsyncPlan[T]], *, concurrency: int = 16) -> AsyncPlan[list[T]]:
+    """Drive independent plans, at most ``concurrency`` at once; their values in input order.
+
+    Every plan runs to its end. The result is ``Ok`` of the values if all
+    succeed, else the ``Err`` of the first failed plan *by index*, whatever
+    the order they finished in. `async_gather_settled` keeps every result.
+
+    Raises:
+        ValueError: ``concurrency`` is below 1 (when the plan is built).
+    """
+    settled = async_gather_settled(plans, concurrency)
+
+    async def run() -> Result[list[T], ErrInfo]:
+        res = await settled()
+        if isinstance(res, Err):  # pragma: no cover - a settled gather always succeeds
+            return res
+        values: list[T] = []
+        for r in res.value:
+            if isinstance(r, Err):
+                return r
+            values.append(r.value)
+        return Ok(values)
+
+    return run
 
 
 async def _first_completed(pending: set[asyncio.Task[Result[T, ErrInfo]]]) -> None:
@@ -131,8 +208,8 @@ def zip_par(*plans: AsyncPlan[Any]) -> AsyncPlan[tuple[Any, ...]]:
     return run
 
 
-def race(plans: Sequence[AsyncPlan[T]]) -> AsyncPlan[T]:
-    """The first plan to *succeed* wins; the others are cancelled.
+def race(*plans: AsyncPlan[T]) -> AsyncPlan[T]:
+    """Drive ``race(a, b, ...)`` concurrently: the first plan to *succeed* wins; the others are cancelled.
 
     A plan that fails early does not win. If every plan fails, the result is an
     ``Err`` whose ``meta["errors"]`` lists every failure in input order (its
@@ -170,24 +247,24 @@ def race(plans: Sequence[AsyncPlan[T]]) -> AsyncPlan[T]:
 _DONE = object()
 
 
-def async_gen_gather(gens: Sequence[AsyncGen[T]], concurrency: int = 8, buffer: int = 64) -> AsyncGen[T]:
+def async_gen_gather(gens: Sequence[AsyncGen[T]], concurrency: int | None = None, max_buffer: int = 16) -> AsyncGen[T]:
     """Merge several streams concurrently into one.
 
-    At most ``concurrency`` inner streams are pulled at once and at most
-    ``buffer`` results wait to be consumed, so a slow consumer stops the
+    At most ``concurrency`` inner streams are pulled at once (all of them when
+    None) and at most ``max_buffer`` results wait to be consumed, so a slow consumer stops the
     producers. Order within each stream is kept; across streams it is the
     order of arrival. An inner stream that raises ends with an ``Err`` and the
     others go on. Closing or cancelling the merged stream cancels every
     producer and closes every open inner stream before it returns.
 
     Raises:
-        ValueError: ``concurrency`` or ``buffer`` is below 1 (when the stream is built).
+        ValueError: ``concurrency`` or ``max_buffer`` is below 1 (when the stream is built).
     """
-    _check_bound(concurrency, "concurrency")
-    _check_bound(buffer, "buffer")
+    width = len(gens) if concurrency is None else _check_bound(concurrency, "concurrency")
+    _check_bound(max_buffer, "max_buffer")
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:
-        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=max_buffer)
         pending = iter(gens)
 
         async def pump() -> None:
@@ -208,7 +285,7 @@ def async_gen_gather(gens: Sequence[AsyncGen[T]], concurrency: int = 8, buffer: 
                         await aclose_iterator(it)
             await queue.put(_DONE)
 
-        workers = [asyncio.ensure_future(pump()) for _ in range(min(concurrency, len(gens)))]
+        workers = [asyncio.ensure_future(pump()) for _ in range(min(width, len(gens)))]
         try:
             live = len(workers)
             while live:

@@ -8,9 +8,10 @@ flow through every operator unchanged while the stream goes on.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from funcpipe.core._plan import AsyncPlan
+from funcpipe.core._plan import AsyncPlan, user_error
 from funcpipe.core._result import Err, ErrInfo, Ok, Result
 
 T = TypeVar("T")
@@ -47,6 +48,11 @@ def async_gen_from_iterable(values: Iterable[T]) -> AsyncGen[T]:
             yield Ok(v)
 
     return run
+
+
+def async_gen_from_list(values: list[T]) -> AsyncGen[T]:
+    """A stream of ``Ok(v)`` for each ``v`` of the list, in order, on each run."""
+    return async_gen_from_iterable(values)
 
 
 def async_gen_from_results(results: Iterable[Result[T, ErrInfo]]) -> AsyncGen[T]:
@@ -177,8 +183,16 @@ def async_gen_and_then(gen: AsyncGen[T], f: Callable[[T], AsyncGen[U]]) -> Async
     return run
 
 
-def async_gen_map_plan(gen: AsyncGen[T], f: Callable[[T], AsyncPlan[U]]) -> AsyncGen[U]:
-    """Run the plan ``f(v)`` for each ``Ok(v)``, one at a time, yielding its result."""
+def async_gen_flat_map(gen: AsyncGen[T], f: Callable[[T], AsyncGen[U]]) -> AsyncGen[U]:
+    """Another name for `async_gen_and_then`."""
+    return async_gen_and_then(gen, f)
+
+
+def async_gen_map_action(gen: AsyncGen[T], f: Callable[[T], AsyncPlan[U]]) -> AsyncGen[U]:
+    """Run the plan ``f(v)`` for each ``Ok(v)``, one at a time, yielding its result.
+
+    An ``Err`` passes through and ``f`` is not called for it.
+    """
 
     async def run() -> AsyncIterator[Result[U, ErrInfo]]:
         upstream = gen()
@@ -194,7 +208,28 @@ def async_gen_map_plan(gen: AsyncGen[T], f: Callable[[T], AsyncPlan[U]]) -> Asyn
     return run
 
 
-def lift_async_item(plan: AsyncPlan[T]) -> AsyncGen[T]:
+def lift_async_item(fn: Callable[[T], Awaitable[Result[U, ErrInfo]]]) -> Callable[[T], AsyncGen[U]]:
+    """Lift a per-item async function into a stream transformer for `async_gen_and_then`.
+
+    ``lift_async_item(fn)(x)`` is the stream of the single result of
+    ``await fn(x)``, awaited afresh on each run; an exception ``fn`` raises
+    becomes that item as ``Err(USER_CODE)``.
+    """
+
+    def lifted(x: T) -> AsyncGen[U]:
+        async def run() -> AsyncIterator[Result[U, ErrInfo]]:
+            try:
+                res = await fn(x)
+            except Exception as exc:
+                res = Err(user_error(exc))
+            yield res
+
+        return run
+
+    return lifted
+
+
+def async_gen_from_plan(plan: AsyncPlan[T]) -> AsyncGen[T]:
     """A stream of the single result of ``plan``."""
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:
@@ -204,16 +239,44 @@ def lift_async_item(plan: AsyncPlan[T]) -> AsyncGen[T]:
 
 
 def async_gen_using(
+    cm_thunk: Callable[[], AbstractAsyncContextManager[R]],
+    make_stream: Callable[[R], AsyncGen[T]],
+) -> AsyncGen[T]:
+    """Stream ``make_stream(resource)`` inside ``async with cm_thunk() as resource``.
+
+    Each run enters a fresh context manager. It is exited on every exit path:
+    when the inner stream ends, on early close (``break`` then ``aclose``, as
+    every funcpipe operator does), on an exception (which the context manager
+    sees, then it propagates) and on cancellation. The inner stream is closed
+    first, so nothing touches the resource once it is released. A consumer
+    that breaks out of ``async for`` without closing the stream leaves the
+    release to the generator's finalisation, whenever the event loop gets to it.
+    """
+
+    async def run() -> AsyncIterator[Result[T, ErrInfo]]:
+        async with cm_thunk() as resource:
+            inner = make_stream(resource)()
+            try:
+                async for r in inner:
+                    yield r
+            finally:
+                await aclose_iterator(inner)
+
+    return run
+
+
+def async_gen_bracket(
     acquire: AsyncPlan[R],
     release: Callable[[R], Awaitable[None]],
     use: Callable[[R], AsyncGen[T]],
 ) -> AsyncGen[T]:
-    """Acquire a resource, stream ``use(resource)``, and always release it.
+    """Acquire a resource with a plan, stream ``use(resource)``, and always release it.
 
     The release runs on normal end, on early close (``break`` followed by
     ``aclose``), on an exception and on cancellation, after the inner stream
     has been closed, so nothing touches the resource once it is released. If
-    acquiring fails, the stream is that single ``Err``.
+    acquiring fails, the stream is that single ``Err``. Use `async_gen_using`
+    for a resource that is an async context manager.
     """
 
     async def run() -> AsyncIterator[Result[T, ErrInfo]]:

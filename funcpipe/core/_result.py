@@ -37,6 +37,9 @@ class ErrCode:
     BAD_INPUT = "BAD_INPUT"
     USER_CODE = "USER_CODE"
     CANCELLED = "CANCELLED"
+    # Given only by `async_with_resilience` once its attempts run out; not part of
+    # the taxonomy a spec names (`ALL`), since the runner's retries keep the last code.
+    MAX_RETRIES = "MAX_RETRIES"
 
     ALL: frozenset[str] = frozenset(
         {

@@ -6,6 +6,14 @@ across keys) and decides when a batch may leave: when ``size`` items wait,
 when the oldest has waited ``max_wait``, or when the caller asks for a flush
 (end of stream, shutdown, backpressure). The asynchronous plumbing lives in
 `funcpipe.policy.stream`.
+
+It also decides which failed batches are split to isolate their poison
+items (`split_codes`, `may_split`): a batch call that fails with a code that
+blames the items (``BAD_INPUT``, ``DB_ERROR``, ``SERVICE_SPECIFIC``,
+``USER_CODE``) and that the policy does not retry is tried again in halves.
+Any other code says the service itself is unwell (``AUTH``, ``FATAL_DB``,
+``CIRCUIT_OPEN``, ``RATE_LIMIT``, ``TRANSIENT``, ``TIMEOUT``, ``NETWORK``),
+or was retried already as such, and splitting would only multiply the calls.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Generic, Literal, TypeAlias, TypeVar
 
+from funcpipe.core import ErrCode, ErrInfo
 from funcpipe.policy.fairness import DeficitRoundRobin
+from funcpipe.policy.models import Policy
 
 V = TypeVar("V")
 
@@ -103,4 +113,44 @@ class WaitingItems(Generic[V]):
         return [pop()[0] for _ in range(n)]
 
 
-__all__ = ["BatchReason", "WaitingItems"]
+ITEM_CODES: frozenset[str] = frozenset(
+    {ErrCode.BAD_INPUT, ErrCode.DB_ERROR, ErrCode.SERVICE_SPECIFIC, ErrCode.USER_CODE}
+)
+"""Codes that may blame one item of a batch rather than the service: the candidates for splitting."""
+
+WHOLE_CALL = "whole_call"
+"""``ErrInfo.meta`` key: true when an error concerns the call as a whole, whatever its items.
+
+A batch function sets it on an error its items cannot cause (a store that
+cannot be prepared, a wrong result count), so the batch is not split.
+"""
+
+
+def split_codes(policy: Policy) -> frozenset[str]:
+    """The codes for which a failed batch of ``policy`` is split: `ITEM_CODES` the policy does not retry.
+
+    A retried code is, by the policy's own word, a passing trouble of the
+    service; once its attempts are spent, halving the batch cannot help.
+    """
+    retried = set(policy.retry.on) if policy.retry is not None else set()
+    return frozenset(c for c in ITEM_CODES if c not in retried)
+
+
+def may_split(error: ErrInfo, codes: frozenset[str]) -> bool:
+    """Whether a batch that failed with ``error`` is worth splitting."""
+    return error.code in codes and not error.meta.get(WHOLE_CALL)
+
+
+def split_bound(n: int, k: int) -> int:
+    """The most calls bisection makes for a batch of ``n`` items of which ``k`` are poison.
+
+    The first call, then at each of the ``ceil(log2 n)`` levels two calls for
+    each failing part, and never more than the ``2n - 1`` nodes of the whole tree.
+    """
+    if n <= 1 or k == 0:
+        return 1
+    depth = (n - 1).bit_length()  # ceil(log2 n)
+    return min(2 * n - 1, 1 + 2 * k * depth)
+
+
+__all__ = ["ITEM_CODES", "WHOLE_CALL", "BatchReason", "WaitingItems", "may_split", "split_bound", "split_codes"]

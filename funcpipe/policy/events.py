@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventKind = Literal["attempt", "wait", "success", "failure", "breaker", "limited", "filtered", "batch"]
+EventKind = Literal["attempt", "wait", "success", "failure", "breaker", "limited", "filtered", "batch", "split"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +14,7 @@ class Event:
     """One thing a policy interpreter or stage did.
 
     Attributes:
-        kind: attempt | wait | success | failure | breaker | limited | filtered | batch.
+        kind: attempt | wait | success | failure | breaker | limited | filtered | batch | split.
         stage: the stage id ("" outside a pipeline).
         item_id: the item (or first item of a batch) concerned, if any.
         attempt: the attempt number, 1-based, where relevant.

@@ -7,34 +7,95 @@ limiter buckets and breaker state) live beside them in ``funcpipe.policy``.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from funcpipe.core import ErrCode
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+# ASCII digits only: `str.isdigit` and `\d` also accept other scripts' digits.
+_DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,12})?)\s*(ms|s|m|h)\s*", re.ASCII)
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_FORMS = "a duration such as 250ms, 2s, 1m or 1h"
+
+MAX_DURATION = 86_400.0
+"""Longest duration accepted anywhere (24h): no timeout, window or wait needs more."""
+
+MAX_CONCURRENCY = 1_024
+"""Calls in flight at most for one stage."""
+
+MAX_BATCH = 100_000
+"""Items per batch at most."""
+
+MAX_ATTEMPTS = 100
+"""Retry attempts at most."""
+
+
+def no_bool(value: object) -> object:
+    """Refuse a boolean where a number is expected (a before-validator)."""
+    # YAML reads `true` as a boolean and Python's bool is an int: `concurrency: true`
+    # would silently mean 1.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {'true' if value else 'false'}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(no_bool)]
+"""A whole number that refuses booleans (bounds are given per field)."""
+
+Float = Annotated[float, BeforeValidator(no_bool), Field(allow_inf_nan=False)]
+"""A finite number that refuses booleans, NaN and infinity."""
+
+
+def _short(value: object) -> str:
+    # As spec errors show values: strings quoted, long values cut.
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_duration(value: object) -> float:
     """Parse ``250ms``, ``2s``, ``1.5m`` or ``1h`` (or a number of seconds) into seconds.
 
+    The result is finite, not negative and at most `MAX_DURATION`.
+
     Raises:
         ValueError: for anything else, with the accepted forms in the message.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 250ms, 2s, 1m or 1h, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"expected a duration such as 250ms, 2s, 1m or 1h, got {value!r}")
+        raise ValueError(f"expected {_FORMS}, got {value!r}")
+    seconds: float
+    if isinstance(value, int):
+        # float() of a huge int overflows; anything this large is refused below anyway.
+        seconds = float(value) if abs(value) <= 10**18 else (math.inf if value > 0 else -math.inf)
+    elif isinstance(value, float):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected {_FORMS}, got {_short(value)}")
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a finite number of seconds, not NaN")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {_short(value)}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration is at most 24h, got {_short(value)}")
+    return seconds
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("this duration must be longer than zero")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -54,7 +115,29 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
     Field(json_schema_extra={"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$"}),
 ]
-"""Seconds, written in a spec as ``250ms``, ``2s``, ``1m`` or ``1h``."""
+"""Seconds, written in a spec as ``250ms``, ``2s``, ``1m`` or ``1h``: finite, 0 to 24h."""
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+"""A `Duration` longer than zero (a zero timeout or window fails every call)."""
+
+_ITEM_FIELD = r"^(id|source_id|data|meta)(\.[A-Za-z0-9_-]{1,64}){0,8}$"
+
+
+def _item_field(value: str) -> str:
+    if not re.fullmatch(_ITEM_FIELD[1:-1], value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+        raise ValueError(
+            f"{shown} is not an item field: write id, source_id, data or meta, then dotted keys, e.g. meta.tenant"
+        )
+    return value
+
+
+ItemField = Annotated[
+    str,
+    AfterValidator(_item_field),
+    Field(json_schema_extra={"pattern": _ITEM_FIELD, "examples": ["meta.tenant", "source_id"]}),
+]
+"""A field of an item: ``id``, ``source_id``, ``data`` or ``meta``, then dotted keys."""
 
 ErrorCode = Literal[
     "AUTH",
@@ -81,8 +164,8 @@ class Timeout(_Value):
     A bare duration in a spec (``timeout: 10s``) means ``attempt``.
     """
 
-    attempt: Duration | None = Field(None, description="Limit for each attempt; expiry is a TIMEOUT error.")
-    total: Duration | None = Field(
+    attempt: PositiveDuration | None = Field(None, description="Limit for each attempt; expiry is a TIMEOUT error.")
+    total: PositiveDuration | None = Field(
         None, description="Deadline for all attempts and waits together; no wait is scheduled past it."
     )
 
@@ -101,20 +184,21 @@ class Backoff(_Value):
         "exponential", description="exponential: initial * factor**(n-1), capped by max; fixed: initial; immediate: 0."
     )
     initial: Duration = Field(0.2, description="First wait (and every wait for kind: fixed).")
-    factor: float = Field(2.0, ge=1.0, description="Growth per attempt for kind: exponential.")
+    factor: Float = Field(2.0, ge=1.0, le=10.0, description="Growth per attempt for kind: exponential.")
     max: Duration = Field(20.0, description="No wait is longer than this, Retry-After hints included.")
 
 
 class Retry(_Value):
     """Retry failed attempts whose error code is listed in ``on``."""
 
-    max_attempts: int = Field(3, ge=1, description="Attempts in all, the first included.")
+    max_attempts: Int = Field(3, ge=1, le=MAX_ATTEMPTS, description="Attempts in all, the first included.")
     backoff: Backoff = Field(default_factory=Backoff, description="The wait schedule between attempts.")
     jitter: Literal["none", "full", "equal", "decorrelated"] = Field(
         "full", description="Randomisation of each wait (seeded per run)."
     )
     on: tuple[ErrorCode, ...] = Field(
         tuple(sorted(ErrCode.RETRYABLE)),  # type: ignore[arg-type]
+        max_length=32,
         description="Error codes that are retried; any other code is returned at once.",
     )
 
@@ -122,13 +206,13 @@ class Retry(_Value):
 class RateLimit(_Value):
     """A GCRA rate limit: ``requests`` per ``per``, with an explicit ``burst``."""
 
-    requests: int = Field(..., ge=1, description="Requests (or cost units) allowed per period.")
-    per: Duration = Field(1.0, description="The period.")
-    burst: int = Field(1, ge=1, description="Calls that may start back to back; 1 means perfectly spaced.")
+    requests: Int = Field(..., ge=1, le=1_000_000, description="Requests (or cost units) allowed per period.")
+    per: PositiveDuration = Field(1.0, description="The period.")
+    burst: Int = Field(1, ge=1, le=100_000, description="Calls that may start back to back; 1 means perfectly spaced.")
     cost: Literal[1, "items", "tokens"] = Field(
         1, description="Cost of one call: 1, the batch's item count, or its token estimate."
     )
-    key: str | None = Field(None, description="An item field (e.g. meta.tenant); each key gets its own bucket.")
+    key: ItemField | None = Field(None, description="An item field (e.g. meta.tenant); each key gets its own bucket.")
 
     @model_validator(mode="after")
     def _positive_period(self) -> RateLimit:
@@ -140,14 +224,15 @@ class RateLimit(_Value):
 class CircuitBreaker(_Value):
     """Fail fast while a service is down; let a few probes test its recovery."""
 
-    failures: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
-    ratio: float = Field(0.5, gt=0, le=1, description="Failure ratio over `window` that opens it.")
-    window: Duration = Field(30.0, description="Sliding window for the ratio.")
-    min_calls: int = Field(10, ge=1, description="Calls within the window before the ratio counts.")
+    failures: Int = Field(5, ge=1, le=100_000, description="Consecutive failures that open the breaker.")
+    ratio: Float = Field(0.5, gt=0, le=1, description="Failure ratio over `window` that opens it.")
+    window: PositiveDuration = Field(30.0, description="Sliding window for the ratio.")
+    min_calls: Int = Field(10, ge=1, le=100_000, description="Calls within the window before the ratio counts.")
     reset_after: Duration = Field(30.0, description="Time open before probes are let through.")
-    probes: int = Field(1, ge=1, description="Concurrent probe calls allowed while half-open.")
+    probes: Int = Field(1, ge=1, le=MAX_CONCURRENCY, description="Concurrent probe calls allowed while half-open.")
     on: tuple[ErrorCode, ...] = Field(
         ("AUTH", "NETWORK", "SERVICE_SPECIFIC", "TIMEOUT", "TRANSIENT"),
+        max_length=32,
         description="Error codes that count as failures (RATE_LIMIT is the limiter's business).",
     )
 
@@ -155,9 +240,11 @@ class CircuitBreaker(_Value):
 class Fairness(_Value):
     """Deficit round robin across the keys of waiting items."""
 
-    key: str = Field(..., description="Item field holding the key, e.g. meta.tenant or source_id.")
-    weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
-        default_factory=dict, description="Relative share per key (default 1); each weight must be positive."
+    key: ItemField = Field(..., description="Item field holding the key, e.g. meta.tenant or source_id.")
+    weights: dict[str, Annotated[Float, Field(gt=0, le=1_000_000)]] = Field(
+        default_factory=dict,
+        max_length=100_000,
+        description="Relative share per key (default 1); each weight must be positive, at most 1000000.",
     )
 
 
@@ -167,7 +254,7 @@ class Policy(_Value):
     timeout: Timeout | None = Field(None, description="Per-attempt timeout and total deadline.")
     retry: Retry | None = Field(None, description="Retry schedule.")
     rate_limit: RateLimit | None = Field(None, description="Rate limit, applied to every attempt.")
-    concurrency: int | None = Field(None, ge=1, description="Calls in flight at most.")
+    concurrency: Int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description="Calls in flight at most.")
     circuit_breaker: CircuitBreaker | None = Field(None, description="Circuit breaker.")
     fairness: Fairness | None = Field(None, description="Fair share across keys.")
 
@@ -175,7 +262,7 @@ class Policy(_Value):
 class Batch(_Value):
     """Stage batching: up to ``size`` items, or what arrived ``max_wait`` after the first."""
 
-    size: int = Field(..., ge=1, description="Items per batch at most.")
+    size: Int = Field(..., ge=1, le=MAX_BATCH, description="Items per batch at most.")
     max_wait: Duration | None = Field(None, description="Flush a partial batch this long after its first item.")
 
 

@@ -24,6 +24,24 @@ an item backing off between attempts holds none (DESIGN.md), so there are
 twice as many workers: items that wait out a backoff leave the slots to
 others, and the runtime still bounds the calls in flight.
 
+Poison items. One bad item must not take its batch with it. When a batch
+call fails with a code that may blame its items and that the policy does not
+retry (`funcpipe.policy.batching.split_codes`: ``BAD_INPUT``, ``DB_ERROR``,
+``SERVICE_SPECIFIC``, ``USER_CODE``, less the policy's ``retry.on``), its
+worker splits it in halves and calls each, depth first, recursively: a part
+that succeeds gives its items their results, a single item that fails is a
+poison item and gets the error of its own call. Each part is a call under
+the policy like any other (rate limit, breaker, retry, timeout). A part that
+fails for its items is not counted as a failure by the breaker, so one poison
+item is counted once, by its own call, not once per level. A part failing
+with any other code (``AUTH``, ``FATAL_DB``, ``CIRCUIT_OPEN``, or a retried
+code whose attempts ran out) stops the search: it and every item not yet
+answered fail with that error. An error whose meta sets ``whole_call``
+(`funcpipe.policy.batching.WHOLE_CALL`) is never split. For ``k`` poison
+items among ``n`` this costs at most ``1 + 2k·ceil(log2 n)`` calls, and never
+more than ``2n - 1`` (`funcpipe.policy.batching.split_bound`); each split
+emits a ``split`` event.
+
 Memory: the reader stops pulling its input (backpressure) while ``window``
 items are held, read but not yet consumed downstream, where ``window`` is
 ``buffer + 2 * workers * size``. ``buffer``, the items waiting for a worker,
@@ -36,11 +54,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, user_error
 from funcpipe.policy.apply import PolicyRuntime
-from funcpipe.policy.batching import WaitingItems
+from funcpipe.policy.batching import WHOLE_CALL, WaitingItems, may_split, split_codes
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink, null_sink
 from funcpipe.policy.fairness import DeficitRoundRobin, field_key, resolve_field
@@ -129,6 +148,7 @@ def apply_batch_policy(
     events: EventSink = null_sink,
     stage: str = "",
     buffer: int | None = None,
+    split: bool = True,
 ) -> AsyncGen[U]:
     """Group ``stream`` into batches and map the batch call ``f`` over them.
 
@@ -155,21 +175,27 @@ def apply_batch_policy(
             ``rate_limit.cost`` is ``items`` or ``tokens``, else 1.
         key: the fairness key of an input, as in `apply_stream_policy`.
         shutdown: once set, waiting items leave at once in partial batches.
-        events: receives a ``batch`` event for each batch sent.
+        events: receives a ``batch`` event for each batch sent and a
+            ``split`` event for each failed batch (or part) split in two.
         stage: the stage named in those events.
         buffer: items waiting for a worker at most (see the module docs).
+        split: isolate poison items by splitting failed batches (see the
+            module docs); False fails every item of a failed batch alike.
 
     Returns:
-        The stream of per-item results. A batch-level ``Err`` fails each of
-        its items with that error; a result list of the wrong length fails
-        each with ``SERVICE_SPECIFIC``.
+        The stream of per-item results. A batch-level ``Err`` the items may
+        cause is split down to the items that fail alone, each with its own
+        error; any other fails each of its items with that error. A result
+        list of the wrong length fails each with ``SERVICE_SPECIFIC``.
     """
     _check_buffer(buffer)
     rt = runtime if runtime is not None else _default_runtime(policy, clock)
     rate_key = _rate_key(policy)
     if cost is None and policy.rate_limit is not None and policy.rate_limit.cost != 1:
         cost = len
-    call = _call_batch(f, rt, on_error, cost, rate_key)
+    call = _call_batch(
+        f, rt, on_error, cost, rate_key, split_codes(policy) if split else frozenset(), events, stage, clock
+    )
     fair_key = _fair_key(policy, key)
     weights = _weights(policy)
 
@@ -272,12 +298,34 @@ def _call_batch(
     on_error: Callable[[T, ErrInfo], ErrInfo] | None,
     cost: Callable[[Sequence[T]], int] | None,
     rate_key: Callable[[object], str] | None,
+    split_on: frozenset[str],
+    events: EventSink,
+    stage: str,
+    clock: Clock,
 ) -> CallBatch[T, U]:
-    """The call for one batch, its result spread back over the batch's items."""
+    """The call for one batch, its result spread back over the batch's items.
 
-    async def call(values: list[T]) -> list[Result[U, ErrInfo]]:
+    A batch that fails with a code in ``split_on`` is split in halves, and
+    each half is a call of its own under the policy, recursively, until the
+    items that fail alone are found (see the module docs).
+    """
+
+    async def attempt(values: list[T], part: bool) -> list[Result[U, ErrInfo]] | ErrInfo:
+        """One call: its per-item results, or the error of the call as a whole."""
+
+        async def guarded() -> Result[Sequence[Result[U, ErrInfo]] | _PartFailed, ErrInfo]:
+            try:
+                res = await f(values)()
+            except Exception as exc:
+                res = Err(user_error(exc))
+            # A part failing because of its items is an answer, not an outage:
+            # the breaker should count the poison once (alone), not once per level.
+            if isinstance(res, Err) and len(values) > 1 and may_split(res.error, split_on):
+                return Ok(_PartFailed(res.error))
+            return res
+
         try:
-            plan = f(values)
+            plan: AsyncPlan[Sequence[Result[U, ErrInfo]] | _PartFailed] = guarded if part else f(values)
             if rt is not None:
                 # A keyed limit charges a mixed batch to its first item's key.
                 plan = rt.apply(
@@ -289,29 +337,79 @@ def _call_batch(
             res = await plan()
         except Exception as exc:
             res = Err(user_error(exc))
-        if isinstance(res, Ok):
-            try:
-                results = list(res.value)
-            except TypeError:  # a malformed answer, like a wrong count: the service's fault
-                results = []
-            if len(results) == len(values):
-                if on_error is None:
-                    return results
-                return [
-                    Err(on_error(v, r.error)) if isinstance(r, Err) else r for v, r in zip(values, results, strict=True)
-                ]
-            error = ErrInfo(
-                ErrCode.SERVICE_SPECIFIC,
-                f"the batch call returned {len(results)} results for {len(values)} items",
-                {"expected": len(values), "got": len(results)},
+        if isinstance(res, Err):
+            return res.error
+        value = res.value
+        if isinstance(value, _PartFailed):
+            return value.error
+        try:
+            results = list(value)
+        except TypeError:  # a malformed answer, like a wrong count: the service's fault
+            results = []
+        if len(results) == len(values):
+            return results
+        return ErrInfo(
+            ErrCode.SERVICE_SPECIFIC,
+            f"the batch call returned {len(results)} results for {len(values)} items",
+            # The service miscounts whatever the items: halving the batch would not help.
+            {"expected": len(values), "got": len(results), WHOLE_CALL: True},
+        )
+
+    async def isolate(values: list[T], error: ErrInfo, out: list[Result[U, ErrInfo]]) -> ErrInfo | None:
+        """Split the failed ``values`` in halves and call each; append one result per item to ``out``.
+
+        Returns the error that stopped the splitting (the service is unwell),
+        or None when every item has its own result.
+        """
+        mid = len(values) // 2
+        halves = (values[:mid], values[mid:])
+        events(
+            Event(
+                "split",
+                stage,
+                _item_id(values[0]),
+                at=clock.now(),
+                data={"items": len(values), "into": [len(h) for h in halves], "code": error.code},
             )
+        )
+        for half in halves:
+            got = await attempt(half, True)
+            if isinstance(got, list):
+                out.extend(got)
+            elif len(half) > 1 and may_split(got, split_on):
+                stopped = await isolate(half, got, out)
+                if stopped is not None:
+                    return stopped
+            elif may_split(got, split_on):
+                out.append(Err(got))  # the poison: its own call's error
+            else:
+                return got
+        return None
+
+    async def call(values: list[T]) -> list[Result[U, ErrInfo]]:
+        got = await attempt(values, False)
+        if isinstance(got, list):
+            results = got
+        elif len(values) > 1 and may_split(got, split_on):
+            results = []
+            stopped = await isolate(values, got, results)
+            if stopped is not None:
+                # Every item not yet answered shares the error that stopped the search.
+                results.extend([Err(stopped)] * (len(values) - len(results)))
         else:
-            error = res.error
+            results = [Err(got)] * len(values)
         if on_error is None:
-            return [Err(error)] * len(values)
-        return [Err(on_error(v, error)) for v in values]
+            return results
+        return [Err(on_error(v, r.error)) if isinstance(r, Err) else r for v, r in zip(values, results, strict=True)]
 
     return call
+
+
+@dataclass(frozen=True, slots=True)
+class _PartFailed:
+    """A split part's call failed because of its items: carried as a value past the breaker."""
+
+    error: ErrInfo
 
 
 def _sequential(

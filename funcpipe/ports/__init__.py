@@ -2,15 +2,20 @@
 
 Adapter methods are not ``async def``: each returns an `AsyncPlan`, a fresh
 coroutine per call, so a call can be retried, timed and replayed by policies.
+
+An adapter written to the async adapter pages' smaller shape (`BatchEmbedPort`:
+``embed_batch(texts)`` only, embeddings as values with a ``vector``) becomes
+a full `EmbedPort` with `as_embed_port`. Every failure an adapter reports
+carries one of `ADAPTER_ERROR_CODES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from funcpipe.core import AsyncGen, AsyncPlan, ErrInfo, Item, Result
+from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result
 
 Embedding = Sequence[float]
 Purpose = Literal["document", "query"]
@@ -83,6 +88,143 @@ class EmbedPort(Protocol):
         ...
 
 
+ADAPTER_ERROR_CODES: frozenset[str] = frozenset(
+    {
+        ErrCode.AUTH,
+        ErrCode.RATE_LIMIT,
+        ErrCode.TRANSIENT,
+        ErrCode.TIMEOUT,
+        ErrCode.NETWORK,
+        ErrCode.SERVICE_SPECIFIC,
+        ErrCode.DB_ERROR,
+        ErrCode.FATAL_DB,
+    }
+)
+"""The codes an adapter maps every external failure to (``meta.retry_after`` in seconds with RATE_LIMIT)."""
+
+
+@runtime_checkable
+class BatchEmbedPort(Protocol):
+    """The adapter pages' embedding capability: ``embed_batch(texts)`` and nothing else.
+
+    The plan's ``Err`` is a request-level failure; the list holds one result
+    per text, each a sequence of floats or a value with a ``vector`` of them
+    (such as an ``Embedding(vector, model)`` dataclass).
+    """
+
+    def embed_batch(self, texts: list[str]) -> AsyncPlan[list[Result[Any, ErrInfo]]]:
+        """Embed ``texts``, in order."""
+        ...
+
+
+def _floats(value: object) -> tuple[float, ...] | None:
+    vector = getattr(value, "vector", value)
+    if isinstance(vector, str | bytes) or not isinstance(vector, Sequence):
+        return None
+    try:
+        return tuple(float(x) for x in vector)
+    except (TypeError, ValueError):
+        return None
+
+
+def _seconds_hint(error: ErrInfo) -> ErrInfo:
+    # Pages pass the raw Retry-After header (a string, or None); policies read seconds.
+    hint = error.meta.get("retry_after")
+    if isinstance(hint, str):
+        try:
+            return error.with_meta(retry_after=float(hint))
+        except ValueError:
+            pass
+    if "retry_after" in error.meta and not isinstance(hint, int | float):
+        return ErrInfo(error.code, error.msg, {k: v for k, v in error.meta.items() if k != "retry_after"})
+    return error
+
+
+class _BatchEmbedAdapter:
+    """A `BatchEmbedPort` seen as an `EmbedPort` (see `as_embed_port`)."""
+
+    def __init__(self, inner: BatchEmbedPort, kind: str, model: str, dim: int | None, max_batch: int) -> None:
+        self._inner = inner
+        self._kind = kind
+        self._model = model
+        self._dim = dim
+        self._max_batch = max_batch
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self._kind, self._model, self._dim or 0)
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def embed_batch(
+        self, texts: Sequence[str], purpose: Purpose = "document"
+    ) -> AsyncPlan[list[Result[Embedding, ErrInfo]]]:
+        inner = self._inner.embed_batch(list(texts))
+
+        async def run() -> Result[list[Result[Embedding, ErrInfo]], ErrInfo]:
+            res = await inner()
+            if isinstance(res, Err):
+                return Err(_seconds_hint(res.error))
+            if len(res.value) != len(texts):
+                return Err(
+                    ErrInfo(
+                        ErrCode.SERVICE_SPECIFIC,
+                        f"{self._kind} returned {len(res.value)} embeddings for {len(texts)} texts",
+                        {"expected": len(texts), "got": len(res.value)},
+                    )
+                )
+            out: list[Result[Embedding, ErrInfo]] = []
+            for r in res.value:
+                if isinstance(r, Err):
+                    out.append(Err(_seconds_hint(r.error)))
+                    continue
+                vector = _floats(r.value)
+                if vector is None:
+                    out.append(Err(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"not an embedding: {type(r.value).__name__}")))
+                    continue
+                if self._dim is None:
+                    self._dim = len(vector)  # the first vector fixes the fingerprint's dimension
+                if len(vector) != self._dim:
+                    out.append(
+                        Err(
+                            ErrInfo(
+                                ErrCode.SERVICE_SPECIFIC,
+                                f"{self._kind} returned a vector of dimension {len(vector)}, expected {self._dim}",
+                                {"expected": self._dim, "got": len(vector)},
+                            )
+                        )
+                    )
+                    continue
+                out.append(Ok(vector))
+            return Ok(out)
+
+        return run
+
+
+def as_embed_port(
+    adapter: BatchEmbedPort, *, kind: str, model: str, dim: int | None = None, max_batch: int = 2048
+) -> EmbedPort:
+    """Present an adapter of the pages' shape as the `EmbedPort` stages use.
+
+    Args:
+        adapter: anything with ``embed_batch(texts) -> AsyncPlan[list[Result]]``.
+        kind: the kind named in the fingerprint (a vector table records it).
+        model: the model named in the fingerprint.
+        dim: the vectors' dimension; None learns it from the first vector.
+        max_batch: the most texts the provider takes per request.
+
+    Returns:
+        An `EmbedPort` whose ``purpose`` is ignored and whose vectors are tuples
+        of floats. A wrong count or dimension is ``SERVICE_SPECIFIC``; a
+        ``retry_after`` given as header text becomes seconds.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    return _BatchEmbedAdapter(adapter, kind, model, dim, max_batch)
+
+
 @runtime_checkable
 class VectorStorePort(Protocol):
     """Stores chunks with vectors and answers nearest-neighbour queries."""
@@ -142,6 +284,8 @@ class SinkPort(Protocol):
 
 
 __all__ = [
+    "ADAPTER_ERROR_CODES",
+    "BatchEmbedPort",
     "EmbedPort",
     "Embedding",
     "Fingerprint",
@@ -153,4 +297,5 @@ __all__ = [
     "SourcePort",
     "VectorRecord",
     "VectorStorePort",
+    "as_embed_port",
 ]

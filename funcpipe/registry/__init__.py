@@ -164,11 +164,20 @@ class Registry:
         raise LookupError(unknown_name("stage kind", name, self.stages))
 
     def adapter(self, name: str) -> AdapterKind:
-        """The adapter kind for a ``kind:`` name.
+        """The adapter kind for a ``kind:`` name, or a ``module:attr`` path naming an `AdapterKind`.
 
         Raises:
-            LookupError: unknown name, with a "did you mean" suggestion.
+            LookupError: unknown name, with a "did you mean" suggestion, or an
+                import path that cannot be resolved or names something else.
         """
+        if name not in self.adapters and ":" in name:
+            try:
+                obj = resolve_import(name)
+            except ImportError as exc:
+                raise LookupError(f"adapter kind {name!r} cannot be imported: {exc}") from None
+            if not isinstance(obj, AdapterKind):
+                raise LookupError(f"{name!r} is a {type(obj).__name__}, not an AdapterKind")
+            return obj
         if name not in self.adapters:
             self.load_entry_points()
         if name in self.adapters:

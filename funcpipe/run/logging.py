@@ -8,6 +8,7 @@ from typing import IO
 
 from funcpipe.core import Item
 from funcpipe.policy.events import Event
+from funcpipe.run.report import RunReport
 
 
 def _keep(text: str) -> str:
@@ -50,3 +51,12 @@ class JsonEventLog:
         """A status line (e.g. shutdown progress) as ``{"event": "notice", "message": ...}``."""
         self.stream.write(json.dumps({"event": "notice", "message": self.redact(message)}) + "\n")
         self.stream.flush()
+
+
+def report_event(report: RunReport) -> str:
+    """The JSON log's last line: ``{"event": "report", ...}`` with the whole report.
+
+    It carries what the text summary shows, as data: the accounting, and per
+    stage its ``errors`` (per code, the count and the first message).
+    """
+    return json.dumps({"event": "report", **report.to_json()}, sort_keys=True)

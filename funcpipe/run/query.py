@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from funcpipe.compile import CompiledPipeline
-from funcpipe.core import Err, Ok
+from funcpipe.core import AsyncPlan, Err, Ok
 from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.models import NO_POLICY, Policy
-from funcpipe.ports import EmbedPort, GeneratePort, Generation, QueryHit, VectorStorePort
+from funcpipe.ports import EmbedPort, Fingerprint, GeneratePort, Generation, QueryHit, VectorStorePort
 from funcpipe.run.runner import LazyAdapters, RunOptions
 
 
@@ -69,13 +69,64 @@ def _query_adapters(pipeline: CompiledPipeline) -> tuple[str, str, str, Policy, 
     return embedder, store, q.adapter, embed_policy, gen_policy or NO_POLICY
 
 
+@runtime_checkable
+class _RecordsFingerprint(Protocol):
+    """A store that can tell, without changing anything, which embedder wrote it."""
+
+    def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]: ...
+
+
+def _describe(fp: Fingerprint) -> str:
+    return f"{fp} (kind {fp.kind}, model {fp.model}, dimension {fp.dim})"
+
+
+async def _check_fingerprint(
+    pipeline: CompiledPipeline, store: VectorStorePort, store_name: str, embedder: EmbedPort, embedder_name: str
+) -> None:
+    """Refuse to query a store that holds nothing, or vectors of another embedder than the spec's.
+
+    Ingest checks the same before writing (``ensure``); a query that skipped
+    it would compare vectors of two embedders: an error for another
+    dimension, and silently wrong neighbours for the same one.
+    """
+    if not isinstance(store, _RecordsFingerprint):
+        return  # a store that records no fingerprint cannot be checked
+    spec = pipeline.loaded.path
+    table = getattr(store, "name", store_name)
+    res = await store.stored_fingerprint()()
+    if isinstance(res, Err):
+        raise RunError(f"querying {store_name} failed: {res.error.code}: {res.error.msg}")
+    exists, stored = res.value
+    if not exists:
+        raise RunError(
+            f"nothing ingested yet: store {store_name!r} has no table {table}; run `funcpipe run {spec}` first"
+        )
+    wanted = embedder.fingerprint
+    if stored is None:
+        raise RunError(
+            f"table {table} (store {store_name!r}) records no embedder fingerprint, so its vectors cannot be "
+            f"checked against the spec's embedder {embedder_name!r}, {_describe(wanted)}: funcpipe did not "
+            f"create it. Fix: point adapters.{store_name}.table at another table and run `funcpipe run {spec}`"
+        )
+    if stored != wanted:
+        raise RunError(
+            f"table {table} (store {store_name!r}) holds vectors from embedder {_describe(stored)}, but the "
+            f"spec's embedder {embedder_name!r} is {_describe(wanted)}; vectors of different embedders cannot "
+            f"be compared. Fix: query with the embedder the table was written with, or re-ingest with this "
+            f"one: point adapters.{store_name}.table at another table and run `funcpipe run {spec}` "
+            f"(or drop table {table} and run `funcpipe run {spec} --fresh`)"
+        )
+
+
 async def answer_question(
     pipeline: CompiledPipeline, question: str, *, top_k: int | None = None, options: RunOptions | None = None
 ) -> Answer:
     """Embed ``question``, retrieve the nearest chunks and generate an answer.
 
     Raises:
-        RunError: when a service call fails (the message names the code).
+        RunError: when a service call fails (the message names the code),
+            when nothing was ingested yet, or when the store holds vectors
+            of another embedder than the spec's (both fingerprints named).
     """
     opts = options or RunOptions()
     q = pipeline.loaded.spec.query
@@ -87,6 +138,7 @@ async def answer_question(
         embedder: EmbedPort = adapters[embedder_name]
         store: VectorStorePort = adapters[store_name]
         generator: GeneratePort = adapters[gen_name]
+        await _check_fingerprint(pipeline, store, store_name, embedder, embedder_name)
         rt_embed = PolicyRuntime(embed_policy, clock=opts.clock, stage="query.embed", seed=opts.seed)
         rt_gen = PolicyRuntime(gen_policy, clock=opts.clock, stage="query.generate", seed=opts.seed)
 

@@ -1,16 +1,45 @@
-"""The run report: per-stage counts, accounting and timings, as JSON and as a table."""
+"""The run report: per-stage counts, failures, accounting and timings, as JSON and as text.
+
+At the end of a run the terminal shows the summary table, the accounting line
+and, when items failed, a failure summary in the manner of pytest's short test
+summary: the dead-letter file, then one line per stage and error code with the
+count and the first message (`print_failures`)::
+
+    failed: 165 item(s) -> .funcpipe/rag.dead.jsonl
+      embed  AUTH x160    401 Unauthorized: invalid api key (first of 160)
+      embed  TIMEOUT x5   attempt timed out after 10s (first of 5)
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+MESSAGE_WIDTH = 100
+"""Characters of a first message shown on the terminal (the report keeps more)."""
+
+
+@dataclass
+class ErrorCount:
+    """The items of one stage that failed with one error code.
+
+    Attributes:
+        code: the error code.
+        count: how many items failed with it.
+        first_message: the first one's message, redacted and shortened.
+    """
+
+    code: str
+    count: int
+    first_message: str
+
 
 @dataclass
 class StageReport:
-    """Counts and timings of one stage."""
+    """Counts and timings of one stage, and its failures by error code (the largest first)."""
 
     id: str
     use: str
@@ -24,6 +53,7 @@ class StageReport:
     p95_ms: float | None
     items_per_s: float | None
     fan_out: float | None
+    errors: list[ErrorCount] = field(default_factory=list)
 
 
 @dataclass
@@ -94,15 +124,76 @@ def print_summary(report: RunReport, file: IO[str]) -> None:
             _fmt(s.items_per_s, ".0f"),
         )
     console.print(table)
+    file.write(accounting_line(report) + "\n")
+    print_failures(report, file)
+    if report.message:
+        file.write(report.message + "\n")
+    file.flush()
+
+
+def accounting_line(report: RunReport) -> str:
+    """``12 source item(s): 9 done, 1 failed, 2 filtered in 0.42s``, with skipped and unfinished items if any."""
     a = report.accounting
     skipped = a.get("skipped") or 0
-    line = (
+    unfinished = a.get("unfinished") or 0
+    return (
         f"{a['sources'] + skipped} source item(s): {a['done']} done, {a['failed']} failed, {a['filtered']} filtered"
+        f"{f', {unfinished} unfinished (the run stopped before they were done)' if unfinished else ''}"
         f"{f', {skipped} skipped (unchanged since an earlier run)' if skipped else ''}"
         f" in {report.duration_s:.2f}s"
     )
-    console.print(line)
-    if report.dead_lettered:
-        console.print(f"{report.dead_lettered} failed item(s) written to {report.dead_letter}")
-    if report.message:
-        console.print(report.message)
+
+
+def failure_lines(report: RunReport, *, unicode: bool = True) -> list[str]:
+    """The failure summary: the dead-letter file, then per stage and code the count and first message.
+
+    Empty when no item failed. Messages are the report's, already redacted by
+    the runner; they are cut to `MESSAGE_WIDTH` characters.
+
+    Args:
+        report: the run's report.
+        unicode: use ``→`` and ``×`` (else ``->`` and ``x``, for terminals that cannot print them).
+    """
+    if not report.dead_lettered:
+        return []
+    arrow, times = ("\u2192", "\u00d7") if unicode else ("->", "x")
+    rows = [(s.id, f"{e.code} {times}{e.count}", e) for s in report.stages for e in s.errors]
+    lines = [f"failed: {report.dead_lettered} item(s) {arrow} {_display_path(report.dead_letter)}"]
+    if rows:
+        w_stage = max(len(r[0]) for r in rows)
+        w_code = max(len(r[1]) for r in rows)
+        for stage, code, e in rows:
+            msg = _cut(e.first_message, MESSAGE_WIDTH)
+            more = f" (first of {e.count})" if e.count > 1 else ""
+            lines.append(f"  {stage:<{w_stage}}  {code:<{w_code}}  {msg}{more}")
+    return lines
+
+
+def print_failures(report: RunReport, file: IO[str]) -> None:
+    """Write `failure_lines` to ``file`` (nothing if no item failed)."""
+    lines = failure_lines(report, unicode=_can_encode(file, "\u2192\u00d7"))
+    if lines:
+        file.write("\n".join(lines) + "\n")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _can_encode(file: IO[str], text: str) -> bool:
+    try:
+        text.encode(getattr(file, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _display_path(path: str | None) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to read and to copy)."""
+    if path is None:
+        return "-"
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive, on Windows
+        return path
+    return path if rel.startswith("..") else rel

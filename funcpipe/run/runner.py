@@ -35,11 +35,11 @@ from funcpipe.errors import FailFast, RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink
-from funcpipe.run.accounting import Accounting, StageStats
+from funcpipe.run.accounting import Accounting, Failures, StageStats
 from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
 from funcpipe.run.redact import Redactor
-from funcpipe.run.report import RunReport, StageReport
+from funcpipe.run.report import ErrorCount, RunReport, StageReport
 from funcpipe.stages.base import StageContext
 
 
@@ -164,10 +164,12 @@ class Runner:
         # The one place secrets are kept out of what the run writes: dead
         # letters, the report's message, notices (and, through the CLI, logs).
         self.redact = Redactor.for_pipeline(pipeline)
+        self.failures = Failures(redact=self.redact)
         dl = loaded.spec.on_error.dead_letter
         dl_path = (loaded.base_dir / dl) if dl else self.state_dir / f"{pipeline.name}.dead.jsonl"
         self.dead = DeadLetters(dl_path, self.run_id, redact=self.redact.scrub)
         self.fail_fast = loaded.spec.on_error.mode == "fail_fast"
+        self._first_failure: str | None = None
         self.settled_hooks: list[Callable[[str, str], None]] = []
         self.ledger: Ledger | None = None
         self._content: dict[str, str] = {}
@@ -227,14 +229,23 @@ class Runner:
         return True
 
     def _failed(self, stage: CompiledStage, error: ErrInfo) -> None:
-        self.stats[stage.id].failed += 1
-        stage_id = str(error.meta.get("stage") or stage.id)
+        # One stage id for the counts, the breakdown and the dead letter, so they agree.
+        named = error.meta.get("stage")
+        stage_id = named if isinstance(named, str) and named in self.stats else stage.id
+        self.stats[stage_id].failed += 1
+        self.failures.add(stage_id, error.code, error.msg)
         self.dead.write(error, stage_id)
         item = error.meta.get("item")
         if isinstance(item, Item):
+            if not stage.inputs:
+                self.acct.source(item.source_id)  # failed as it was read: still a source item
             self.acct.failed(item.source_id)
         if self.fail_fast:
-            raise FailFast(f"stage {stage_id}: {error.code}: {error.msg} (on_error: fail_fast)")
+            # Concurrent stages may dead-letter an item or two more before the stop reaches
+            # them; those count too, but the run is reported as stopped by the first.
+            if self._first_failure is None:
+                self._first_failure = f"stage {stage_id}: {error.code}: {error.msg} (on_error: fail_fast)"
+            raise FailFast(self._first_failure)
 
     def _tee(self, tg: asyncio.TaskGroup, gen: AsyncGen[Item], n: int) -> list[AsyncGen[Item]]:
         queues: list[asyncio.Queue[object]] = [asyncio.Queue(self.options.buffer) for _ in range(n)]
@@ -368,10 +379,11 @@ class Runner:
         for sig in signals:
             loop.add_signal_handler(sig, self._on_signal, sig, task)
         self._flusher = loop.call_later(FLUSH_SECONDS, self._flush_ledger)
+        drained = False
         try:
             async with self.options.open_resources(self.state_dir) as resources:
                 await self._drive(resources)
-            self.acct.finish()
+                drained = True
         except* FailFast as eg:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
@@ -383,6 +395,11 @@ class Runner:
                 raise
             task.uncancel()
         finally:
+            if drained:
+                self.acct.finish()
+            else:
+                # Stopped early (fail_fast, a run error, an abort): what was in flight is unfinished.
+                self.acct.stop()
             self._flusher.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -394,7 +411,10 @@ class Runner:
             name = self.signal.name
             exit_code = 128 + int(self.signal)
             if self.aborted is not None:
-                status, message = "aborted", f"aborted by {self.aborted}: {self.acct.unsettled} item(s) unfinished"
+                status, message = (
+                    "aborted",
+                    (f"aborted by {self.aborted}: {self.acct.counts['unfinished']} item(s) unfinished"),
+                )
             else:
                 status, message = "interrupted", f"stopped by {name} after draining in-flight work"
             message += "; run again to resume"
@@ -465,19 +485,10 @@ class Runner:
                     p95_ms=None if p95 is None else round(p95 * 1000, 3),
                     items_per_s=round(s.outputs / duration, 1) if duration > 0 else None,
                     fan_out=round(s.outputs / s.inputs, 3) if s.inputs else None,
+                    errors=[ErrorCount(g.code, g.count, g.first_message) for g in self.failures.of(st.id)],
                 )
             )
-        a = self.acct
-        accounting = {
-            "sources": a.sources,
-            "done": a.counts["done"],
-            "failed": a.counts["failed"],
-            "filtered": a.counts["filtered"],
-            "skipped": a.skipped,
-            "unsettled": a.unsettled,
-            "invariant": "sources == done + failed + filtered",
-            "invariant_holds": a.invariant_holds,
-        }
+        accounting = self.acct.to_json()
         return RunReport(
             pipeline=self.pipeline.name,
             fingerprint=self.pipeline.loaded.fingerprint,

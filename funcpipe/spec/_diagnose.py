@@ -135,11 +135,31 @@ def fields_at(model: type[BaseModel], path: Path) -> list[str] | None:
 
 
 def _hint_for(model: type[BaseModel], rel: Path) -> str:
-    info = field_at(model, rel)
-    if info is not None and info.description:
-        name = rel[-1] if rel else ""
-        return f"{name}: {info.description}"
+    # A list item or mapping value has no description of its own: its field's says what it is.
+    for end in range(len(rel), 0, -1):
+        info = field_at(model, rel[:end])
+        if info is not None and info.description:
+            return f"{rel[end - 1]}: {info.description}"
     return _GENERIC_HINT
+
+
+_BOUNDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _range_hint(model: type[BaseModel], rel: Path) -> str:
+    """The hint for a number out of range: the field, then every bound it has."""
+    hint = _hint_for(model, rel)
+    info = field_at(model, rel)
+    if info is None:
+        return hint
+    bounds = [
+        f"{_BOUNDS[attr]} {getattr(m, attr)}"
+        for m in info.metadata
+        for attr in _BOUNDS
+        if getattr(m, attr, None) is not None
+    ]
+    return f"{hint} Use a value {' and '.join(bounds)}." if bounds else hint
 
 
 def pydantic_errors(doc: Document, exc: ValidationError, *, model: type[BaseModel], root: Path = ()) -> list[SpecError]:
@@ -174,8 +194,15 @@ def _min_length(err: Any) -> int:
     return int(ctx.get("min_length", 0))
 
 
-def _shown(doc: Document, path: Path, value: object) -> str:
-    if is_env_field(path):
+def is_secret_field(model: type[BaseModel], rel: Path) -> bool:
+    """True if the field at ``rel`` may hold a secret (marked ``writeOnly``, e.g. a DSN)."""
+    info = field_at(model, rel)
+    extra = info.json_schema_extra if info is not None else None
+    return isinstance(extra, dict) and extra.get("writeOnly") is True
+
+
+def _shown(doc: Document, path: Path, value: object, secret: bool = False) -> str:
+    if is_env_field(path) or secret:
         return "(value not shown)"
     written = doc.written.get(path)
     if written is not None:
@@ -183,10 +210,10 @@ def _shown(doc: Document, path: Path, value: object) -> str:
     return show(value)
 
 
-def _scrub(doc: Document, path: Path, value: object, message: str) -> str:
+def _scrub(doc: Document, path: Path, value: object, message: str, secret: bool = False) -> str:
     # A value that came from the environment may be a secret: messages show
     # the text as written in the spec instead.
-    if is_env_field(path) and isinstance(value, str) and value:
+    if (is_env_field(path) or secret) and isinstance(value, str) and value:
         return message.replace(value, "(value not shown)")
     written = doc.written.get(path)
     if written is not None and isinstance(value, str) and value:
@@ -203,7 +230,8 @@ def _describe(
     value: object,
 ) -> tuple[str, str, bool]:
     kind: str = err["type"]
-    shown = _shown(doc, path, value)
+    secret = is_secret_field(model, rel)
+    shown = _shown(doc, path, value, secret)
     if kind == "missing":
         name = rel[-1]
         return f"missing required field {name!r}", _hint_for(model, rel), False
@@ -241,13 +269,16 @@ def _describe(
     msg = str(err["msg"])
     if kind in ("value_error", "assertion_error"):
         msg = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-        msg = _scrub(doc, path, value, msg)
+        msg = _scrub(doc, path, value, msg, secret)
+        if secret:
+            return msg, _hint_for(model, rel), False
         if not isinstance(value, dict | list) and shown not in msg and repr(value) not in msg:
             msg = f"{msg} (got {shown})"
         return msg, _hint_for(model, rel), False
+    hint = _range_hint(model, rel) if kind in _RANGE_ERRORS else _hint_for(model, rel)
     if msg.startswith("Input should be "):
         msg = "should be " + msg[len("Input should be ") :]
     elif msg.startswith("String should "):
         msg = "should " + msg[len("String should ") :]
-    msg = _scrub(doc, path, value, msg)
-    return f"{msg}, got {shown}", _hint_for(model, rel), False
+    msg = _scrub(doc, path, value, msg, secret)
+    return f"{msg}, got {shown}", hint, False

@@ -5,6 +5,7 @@ render, validate, check, and resolve into a `LoadedSpec`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any, cast
@@ -19,7 +20,7 @@ from funcpipe.spec._checks import TEMPLATE_FIELDS, check_document, resolve_polic
 from funcpipe.spec._diagnose import pydantic_errors, show
 from funcpipe.spec._interpolate import interpolate_document, is_env_field
 from funcpipe.spec._paths import Path, format_path, parse_path
-from funcpipe.spec._yaml import Document, Mark, Place, parse_yaml, walk_strings
+from funcpipe.spec._yaml import MAX_BYTES, Document, Mark, Place, parse_yaml, walk_strings
 from funcpipe.spec.loaded import LoadedSpec
 from funcpipe.spec.models import PipelineSpec
 from funcpipe.spec.templating import TemplateError, has_template, render_template
@@ -63,19 +64,61 @@ def load_spec(
     )
 
 
-def _read(path: FsPath) -> str:
+def _read_error(path: FsPath, message: str, hint: str) -> SpecErrors:
+    return SpecErrors([SpecError(message, file=str(path), hint=hint)])
+
+
+def _kind_of(mode: int) -> str | None:
+    """What a non-regular file is, in a user's words (``None`` for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _read_bytes(path: FsPath) -> bytes:
+    # A FIFO blocks `open` for ever and /dev/zero never ends: only regular
+    # files are opened, and never read past MAX_BYTES, whatever size they
+    # claim (files under /proc report 0).
+    not_regular = "name a spec file: a regular YAML file, not a directory, pipe or device"
     try:
-        raw = path.read_bytes()
+        kind = _kind_of(os.stat(path).st_mode)
+        if kind is not None:
+            raise _read_error(path, f"cannot read the spec: it is {kind}", not_regular)
+        # O_NONBLOCK: a FIFO swapped in after the check must not block `open`.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise SpecErrors(
-            [
-                SpecError(
-                    f"cannot read the file: {exc.strerror or exc}",
-                    file=str(path),
-                    hint="check the path and its permissions",
-                )
-            ]
+        raise _read_error(
+            path, f"cannot read the file: {exc.strerror or exc}", "check the path and its permissions"
         ) from None
+    too_big = "a spec is a few kilobytes; split data out into files the stages read"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            st = os.fstat(f.fileno())
+            kind = _kind_of(st.st_mode)
+            if kind is not None:
+                raise _read_error(path, f"cannot read the spec: it is {kind}", not_regular)
+            if st.st_size > MAX_BYTES:
+                raise _read_error(path, f"the file is too large ({st.st_size} bytes; at most {MAX_BYTES})", too_big)
+            raw = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise _read_error(
+                path, f"cannot read the file: {exc.strerror or exc}", "check the path and its permissions"
+            ) from None
+    if len(raw) > MAX_BYTES:
+        raise _read_error(path, f"the file is too large (more than {MAX_BYTES} bytes)", too_big)
+    return raw
+
+
+def _read(path: FsPath) -> str:
+    raw = _read_bytes(path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -7,7 +7,7 @@ import re
 Path = tuple[str | int, ...]
 """Keys and list indices from the document root."""
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SEGMENT = re.compile(r"\[(-?\d+)\]|\.?([^.\[\]]+)")
 
 
@@ -17,7 +17,7 @@ def format_path(path: Path) -> str:
     for part in path:
         if isinstance(part, int):
             out.append(f"[{part}]")
-        elif _PLAIN_KEY.match(part):
+        elif _PLAIN_KEY.fullmatch(part):
             out.append(f".{part}" if out else part)
         else:
             out.append(f"[{part!r}]")

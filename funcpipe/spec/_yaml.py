@@ -7,7 +7,8 @@ nothing in a spec is ever constructed, let alone executed.
 
 Aliases are shared nodes in the composed tree; expanding them is what a
 "billion laughs" document exploits, so construction counts every node it
-visits, aliases included, and stops at a fixed budget. Nesting depth is
+visits and every scalar character, aliases included, and stops at fixed
+budgets. Nesting depth is
 capped during composition and construction to keep recursion bounded.
 """
 
@@ -35,6 +36,13 @@ MAX_BYTES = 4_000_000
 
 MAX_NODES = 20_000
 """Nodes constructed at most, alias expansions included (a spec has a few hundred)."""
+
+MAX_CHARS = 10_000_000
+"""Characters of scalars (keys and values) constructed at most, alias expansions included.
+
+A node budget alone lets a long string aliased many times expand to
+gigabytes; this bounds the loaded data by size as well.
+"""
 
 MAX_DEPTH = 64
 """Nesting depth of mappings and sequences at most."""
@@ -245,7 +253,7 @@ def _yaml_error(file: str, exc: yaml.YAMLError, text: str) -> SpecError:
 
 
 class _TooBig(Exception):
-    """Construction ran past `MAX_NODES` or `MAX_DEPTH`."""
+    """Construction ran past `MAX_NODES`, `MAX_CHARS` or `MAX_DEPTH`."""
 
 
 @dataclass
@@ -256,6 +264,7 @@ class _Builder:
     places: dict[Path, Place] = field(default_factory=dict)
     errors: list[SpecError] = field(default_factory=list)
     nodes: int = 0
+    chars: int = 0
     active: set[int] = field(default_factory=set)
     scalars: SafeConstructor = field(default_factory=SafeConstructor)
 
@@ -301,7 +310,13 @@ class _Builder:
         self._fail(path, message, at)
         return False
 
+    def _count_chars(self, node: ScalarNode) -> None:
+        self.chars += len(node.value)
+        if self.chars > MAX_CHARS:
+            raise _TooBig(f"the document expands to more than {MAX_CHARS} characters of text")
+
     def _scalar(self, node: ScalarNode, path: Path, at: Mark) -> Any:
+        self._count_chars(node)
         if not self._check_tag(node, _SCALAR_TAGS, path, at):
             return None
         if node.tag == _STR:
@@ -391,6 +406,7 @@ class _Builder:
             return None
         if not self._check_tag(node, _SCALAR_TAGS, path, at):
             return None
+        self._count_chars(node)
         # Keys are kept as written: YAML 1.1 would read `on:` (a retry field)
         # as the boolean true.
         return str(node.value)

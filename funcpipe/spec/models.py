@@ -8,13 +8,46 @@ same way as built-ins.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from funcpipe.policy.models import Batch, Duration, Policy
+from funcpipe.policy.models import Batch, Duration, Int, Policy, no_bool
 
-_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+# Names become file names (.funcpipe/<name>.dead.jsonl, reports) and appear in
+# logs: ASCII, starting with a letter or _, so never '.', '..' or a path. Pydantic
+# matches patterns with the Rust engine, whose `$` is the end of the text (a
+# trailing newline does not match).
+_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+MAX_NAME = 64
+"""Characters in a pipeline name or a stage id at most."""
+
+MAX_STAGES = 1_000
+"""Stages in one pipeline at most."""
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*", re.ASCII)
+
+
+def _check_name(value: str) -> str:
+    shown = repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
+    if len(value) > MAX_NAME:
+        raise ValueError(f"{shown} is {len(value)} characters long; a name has at most {MAX_NAME}")
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{shown} is not a usable name: start with a letter or _, then use letters, digits, _, . or -")
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": _ID_PATTERN, "maxLength": MAX_NAME}),
+]
+"""A pipeline name or stage id: a letter or _, then letters, digits, _, . and -; 64 at most."""
+
+Ref = Annotated[str, Field(max_length=256)]
+"""A reference to something named elsewhere in the spec (the second pass reports unknown ones, '' included)."""
 
 
 def _policy_form(value: object) -> str:
@@ -39,14 +72,18 @@ class _Spec(BaseModel):
 class StageSpec(_Spec):
     """One stage of the pipeline."""
 
-    id: str = Field(..., pattern=_ID_PATTERN, description="Unique stage id, used by `from:` and in reports.")
-    use: str = Field(..., description="Stage kind (e.g. text.chunk) or a callable's import path module:attr.")
+    id: Name = Field(..., description="Unique stage id, used by `from:` and in reports.")
+    use: Ref = Field(..., description="Stage kind (e.g. text.chunk) or a callable's import path module:attr.")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="The stage kind's settings.")
-    adapter: str | None = Field(None, description="Name of an adapter under `adapters:`.")
+    adapter: Ref | None = Field(None, description="Name of an adapter under `adapters:`.")
     policy: PolicyRef | None = Field(None, description="Name of a policy under `policies:`, or one inline.")
     batch: Batch | None = Field(None, description="Batching: {size, max_wait}.")
-    from_: tuple[str, ...] | None = Field(
-        None, alias="from", description="Input stage ids (default: the previous stage)."
+    from_: tuple[Ref, ...] | None = Field(
+        None,
+        alias="from",
+        min_length=1,
+        max_length=MAX_STAGES,
+        description="Input stage ids (default: the previous stage); at least one when given.",
     )
     description: str | None = Field(None, description="Free text, shown in graphs.")
 
@@ -55,14 +92,23 @@ class StageSpec(_Spec):
     def _one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("from_")
+    @classmethod
+    def _each_once(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            twice = sorted({s for s in v if v.count(s) > 1})
+            if twice:
+                raise ValueError(f"{', '.join(repr(s) for s in twice)} named more than once: name each input once")
+        return v
+
 
 class QuerySpec(_Spec):
     """How `funcpipe query` answers a question from the stored chunks."""
 
-    top_k: int = Field(5, ge=1, le=1000, description="Chunks retrieved per question.")
-    adapter: str = Field(..., description="Generation adapter name (e.g. extractive, openai, anthropic, ollama).")
-    embedder: str | None = Field(None, description="Embedding adapter (default: the one the embed stage uses).")
-    store: str | None = Field(None, description="Vector store adapter (default: the one vector.upsert uses).")
+    top_k: Int = Field(5, ge=1, le=1000, description="Chunks retrieved per question.")
+    adapter: Ref = Field(..., description="Generation adapter name (e.g. extractive, openai, anthropic, ollama).")
+    embedder: Ref | None = Field(None, description="Embedding adapter (default: the one the embed stage uses).")
+    store: Ref | None = Field(None, description="Vector store adapter (default: the one vector.upsert uses).")
     prompt: str = Field(
         "Answer the question from the context.\n{% for c in chunks %}{{ c.text }}\n{% endfor %}Q: {{ question }}",
         description="Jinja2 template (sandboxed) rendered at run time with `question` and `chunks`.",
@@ -82,6 +128,9 @@ class OnError(_Spec):
     )
     dead_letter: str | None = Field(
         None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]*$",
         description="Dead-letter JSONL path (default .funcpipe/<name>.dead.jsonl beside the spec).",
     )
 
@@ -89,16 +138,19 @@ class OnError(_Spec):
 class PipelineSpec(_Spec):
     """A whole funcpipe document."""
 
-    version: Literal[1] = Field(..., description="Spec language version; only 1 exists.")
-    name: str = Field(..., pattern=_ID_PATTERN, description="Pipeline name (state and reports are keyed by it).")
+    version: Annotated[Literal[1], BeforeValidator(no_bool)] = Field(
+        ..., description="Spec language version; only 1 exists."
+    )
+    name: Name = Field(..., description="Pipeline name (state and reports are keyed by it).")
     description: str | None = Field(None, description="Free text.")
     params: dict[str, Any] = Field(default_factory=dict, description="Values for {{ params.x }} templates.")
-    adapters: dict[str, dict[str, Any]] = Field(
+    adapters: dict[Name, dict[str, Any]] = Field(
         default_factory=dict,
+        max_length=1_000,
         description="Named adapters: each has a `kind:` and that kind's fields.",
     )
-    policies: dict[str, Policy] = Field(default_factory=dict, description="Named policies.")
-    stages: tuple[StageSpec, ...] = Field(..., min_length=1, description="The stages, in order.")
+    policies: dict[Name, Policy] = Field(default_factory=dict, max_length=1_000, description="Named policies.")
+    stages: tuple[StageSpec, ...] = Field(..., min_length=1, max_length=MAX_STAGES, description="The stages, in order.")
     query: QuerySpec | None = Field(None, description="Question answering for `funcpipe query`.")
     on_error: OnError = Field(default_factory=OnError, description="Failure handling.")
     shutdown_timeout: Duration = Field(30.0, description="Time in-flight work gets to finish after a signal.")

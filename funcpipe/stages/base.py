@@ -98,7 +98,12 @@ class StageContext:
         ordered: bool = True,
         cost: Callable[[Sequence[Item]], int] | None = None,
     ) -> AsyncGen[U]:
-        """Map a batch call over items, batched by this stage's ``batch`` (or ``default_size``)."""
+        """Map a batch call over items, batched by this stage's ``batch`` (or ``default_size``).
+
+        A failed batch is split to isolate its poison items, each split part
+        a call under the stage's policy, so one bad item fails alone (see
+        `funcpipe.policy.stream`); every batched stage, built-in or not, gets it.
+        """
         assert self.runtime is not None
         batch = self.batch or Batch(size=default_size)
         if max_size is not None and batch.size > max_size:

@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import codecs
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from funcpipe.policy.models import Int
+
+MAX_GLOBS = 100
+"""Globs (and exclude globs) per source at most."""
+
+
+def _path_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+def _relative_glob(value: str) -> str:
+    # A glob is matched under `path`: an absolute one or one with `..` would
+    # read files outside it (and pathlib refuses both when the run starts).
+    if not value.strip():
+        raise ValueError("a glob cannot be empty: write **/* for every file, or *.md for some")
+    if "\x00" in value:
+        raise ValueError("a glob cannot contain a NUL character")
+    if value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
+        raise ValueError(f"{value!r} is absolute: a glob is relative to `path`, e.g. **/*.md")
+    if ".." in value.replace("\\", "/").split("/"):
+        raise ValueError(f"{value!r} has a '..' segment: a glob matches files under `path` only")
+    return value
+
+
+PathText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_path_text)]
+"""A file or directory path as written in a spec: not empty, no NUL."""
+
+Glob = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_relative_glob)]
+"""A glob relative to a source's `path`: not empty, not absolute, no ``..`` segment."""
+
+FieldName = Annotated[str, Field(min_length=1, max_length=256)]
+"""The name of a field in a JSON object."""
+
+
+def _one_or_many(value: object) -> str:
+    # One form by the value's type, so a bad glob reports its own error once.
+    return "one" if isinstance(value, str) else "many"
+
+
+def _known_encoding(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {value!r}: use e.g. utf-8, latin-1 or cp1252") from None
+    return value
 
 
 class StageConfig(BaseModel):
@@ -16,20 +65,28 @@ class StageConfig(BaseModel):
 class FilesSourceConfig(StageConfig):
     """Read files under a directory as items (one file, one item)."""
 
-    path: str = Field(..., description="Directory (or single file), relative to the spec file.")
-    glob: str | tuple[str, ...] = Field("**/*", description="Glob (or list of globs) of files to read under `path`.")
-    exclude: tuple[str, ...] = Field((), description="Globs to leave out.")
+    path: PathText = Field(..., description="Directory (or single file), relative to the spec file.")
+    glob: Annotated[
+        Annotated[Glob, Tag("one")]
+        | Annotated[tuple[Glob, ...], Field(min_length=1, max_length=MAX_GLOBS), Tag("many")],
+        Discriminator(_one_or_many),
+    ] = Field("**/*", description="Glob (or list of globs) of files to read under `path`.")
+    exclude: tuple[Glob, ...] = Field((), max_length=MAX_GLOBS, description="Globs to leave out.")
     mode: Literal["text", "bytes"] = Field("text", description="Read as text (decoded) or raw bytes.")
-    encoding: str = Field("utf-8", description="Text encoding; undecodable files become BAD_INPUT items.")
-    max_bytes: int = Field(10_000_000, ge=1, description="Larger files become BAD_INPUT items.")
+    encoding: Annotated[str, AfterValidator(_known_encoding)] = Field(
+        "utf-8", max_length=64, description="Text encoding; undecodable files become BAD_INPUT items."
+    )
+    max_bytes: Int = Field(10_000_000, ge=1, le=1_000_000_000, description="Larger files become BAD_INPUT items.")
 
 
 class JsonlSourceConfig(StageConfig):
     """Read a JSON Lines file: one object per line, one item per object."""
 
-    path: str = Field(..., description="File path, relative to the spec file.")
-    id_field: str | None = Field(None, description="Field holding a stable id; default: hash of the object.")
-    text_field: str | None = Field(None, description="If set, the item's data is this field's text; else the object.")
+    path: PathText = Field(..., description="File path, relative to the spec file.")
+    id_field: FieldName | None = Field(None, description="Field holding a stable id; default: hash of the object.")
+    text_field: FieldName | None = Field(
+        None, description="If set, the item's data is this field's text; else the object."
+    )
 
 
 class CleanConfig(StageConfig):
@@ -43,14 +100,18 @@ class CleanConfig(StageConfig):
 class ChunkConfig(StageConfig):
     """Split text into overlapping chunks at paragraph, then sentence, then word boundaries."""
 
-    size: int = Field(800, ge=16, description="Chunk size in characters at most.")
-    overlap: int = Field(100, ge=0, description="Characters shared by consecutive chunks.")
-    min_size: int = Field(1, ge=1, description="Chunks shorter than this (after stripping) are dropped.")
+    size: Int = Field(800, ge=16, le=1_000_000, description="Chunk size in characters at most.")
+    overlap: Int = Field(100, ge=0, description="Characters shared by consecutive chunks.")
+    min_size: Int = Field(1, ge=1, description="Chunks shorter than this (after stripping) are dropped.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkConfig:
         if self.overlap >= self.size:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        if self.min_size > self.size:
+            raise ValueError(
+                f"min_size ({self.min_size}) is larger than size ({self.size}): every chunk would be dropped"
+            )
         return self
 
 
@@ -69,22 +130,29 @@ class UpsertConfig(StageConfig):
 class VectorQueryConfig(StageConfig):
     """Embed each item's text as a query and emit its nearest chunks."""
 
-    top_k: int = Field(5, ge=1, le=1000, description="Hits per query.")
-    embedder: str | None = Field(None, description="Embedding adapter for the question (default: the pipeline's).")
+    top_k: Int = Field(5, ge=1, le=1000, description="Hits per query.")
+    embedder: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Embedding adapter for the question (default: the pipeline's)."
+    )
     filter: dict[str, object] | None = Field(None, description="Metadata equality filter.")
 
 
 class CallableConfig(StageConfig):
     """A user callable named by import path, ``package.module:function``."""
 
-    fn: str = Field(..., pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="Import path module:attr.")
+    fn: str = Field(
+        ...,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        max_length=512,
+        description="Import path module:attr.",
+    )
     kwargs: dict[str, object] = Field(default_factory=dict, description="Extra keyword arguments.")
 
 
 class JsonlSinkConfig(StageConfig):
     """Append items to a JSON Lines file (idempotent across resumed runs)."""
 
-    path: str = Field(..., description="Output file, relative to the spec file.")
+    path: PathText = Field(..., description="Output file, relative to the spec file.")
 
 
 class StdoutSinkConfig(StageConfig):

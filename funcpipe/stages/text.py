@@ -38,12 +38,18 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 # Controls (category Cc) but tab and newline, lone surrogates (undecodable
 # bytes, which cannot be written as UTF-8) and the byte-order mark.
 _DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
+# What no store can hold, so it goes even with strip_control off: NUL, which
+# PostgreSQL refuses in text and in jsonb, and lone surrogates, which cannot
+# be encoded as UTF-8 at all.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def clean_text(text: str, config: CleanConfig) -> str:
     """Normalise ``text``: Unicode form, line breaks, control characters and whitespace.
 
-    Line breaks of every kind become ``\\n``. With ``collapse_whitespace``,
+    NUL and lone surrogates (U+D800 to U+DFFF) always go: no store can hold
+    them. With ``strip_control`` the other control characters but tab and
+    newline go too, and the byte-order mark. Line breaks of every kind become ``\\n``. With ``collapse_whitespace``,
     runs of spaces inside a line become one space (indentation is kept),
     trailing spaces go, there is at most one blank line in a row, and the
     text is stripped. The function is idempotent.
@@ -53,6 +59,8 @@ def clean_text(text: str, config: CleanConfig) -> str:
     # combining mark would otherwise leave an uncomposed pair behind.
     if config.strip_control:
         text = _DROPPED.sub("", text)
+    elif _UNSTORABLE.search(text):
+        text = _UNSTORABLE.sub("", text)
     if config.normalize != "none":
         text = unicodedata.normalize(config.normalize, text)
     if config.collapse_whitespace:
@@ -258,13 +266,29 @@ def _per_text(stage: str, ctx: StageContext, each: Callable[[Item, str], list[It
     return transform
 
 
+def storable(value: object) -> object:
+    """``value`` with NUL and lone surrogates removed from every string in it, keys included."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("", value)
+    if isinstance(value, Mapping):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(storable(v) for v in value) if type(value) in (list, tuple) else value
+    return value
+
+
 def clean(config: CleanConfig, ctx: StageContext) -> Transform:
-    """The ``text.clean`` stage: `clean_text` on each item's text; ids and lineage are kept."""
+    """The ``text.clean`` stage: `clean_text` on each item's text; ids and lineage are kept.
+
+    The meta loses its NUL characters and lone surrogates too (`storable`),
+    as PostgreSQL refuses them in jsonb; nothing else in it changes.
+    """
 
     def each(item: Item, text: str) -> list[Item]:
         cleaned = clean_text(text, config)
         data = item.data
-        return [item.evolve(data={**data, "text": cleaned} if isinstance(data, Mapping) else cleaned)]
+        meta = {storable(k): storable(v) for k, v in item.meta.items()}
+        return [item.evolve(data={**data, "text": cleaned} if isinstance(data, Mapping) else cleaned, meta=meta)]
 
     return _per_text("text.clean", ctx, each)
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
+from funcpipe.policy.batching import WHOLE_CALL
 from funcpipe.ports import EmbedPort, Fingerprint, VectorRecord, VectorStorePort
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import EmbedConfig, UpsertConfig, VectorQueryConfig
@@ -90,9 +91,11 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
     """Upsert embedded chunks; once all chunks of a source are in, delete its stale ones.
 
     The store is prepared (extension, table, index, fingerprint check) before
-    the first write. Stale deletion needs ``chunk_count`` in the chunks' meta
-    (``text.chunk`` sets it) and happens only when every chunk of that source
-    was written, so a partly failed source keeps its old chunks.
+    the first write. A batch the store refuses is split to find the records
+    it refuses (see `funcpipe.policy.stream`), so one bad record fails alone.
+    Stale deletion needs ``chunk_count`` in the chunks' meta (``text.chunk``
+    sets it) and happens only when every chunk of that source was written,
+    so a partly failed source keeps its old chunks.
     """
     store: VectorStorePort = ctx.adapter
     embedder: EmbedPort | None = ctx.services.get("embedder")
@@ -141,14 +144,15 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
             if records:
                 prep = await ready(records)
                 if isinstance(prep, Err):
-                    return prep
+                    # A store that cannot be prepared refuses any items: splitting the batch cannot help.
+                    return Err(prep.error.with_meta(**{WHOLE_CALL: True}))
                 res = await store.upsert(records)()
                 if isinstance(res, Err):
                     return res
                 if config.delete_stale:
                     stale = await _delete_stale(store, [r.value for r in out if isinstance(r, Ok)], committed)
                     if isinstance(stale, Err):
-                        return stale
+                        return Err(stale.error.with_meta(**{WHOLE_CALL: True}))
             return Ok(out)
 
         return run

@@ -20,13 +20,13 @@ from funcpipe.core import (
     Ok,
     Result,
     async_fail,
-    async_gather,
+    async_gather_settled,
     async_gen_from_iterable,
     async_gen_from_results,
     async_gen_gather,
     async_pure,
     collect,
-    for_each_par,
+    for_each_par_settled,
     race,
     zip_par,
 )
@@ -47,14 +47,14 @@ def _delayed(value: object, yields: int, *, fail: bool = False) -> AsyncPlan[obj
     return run
 
 
-# --- async_gather and for_each_par ------------------------------------------------------
+# --- async_gather_settled and for_each_par_settled ------------------------------------------------------
 
 
 @settings(max_examples=40)
 @given(sizes, bounds, st.integers(min_value=1, max_value=3))
 async def test_gather_never_exceeds_its_bound_and_reaches_it(n: int, bound: int, yields: int) -> None:
     probe = Probe()
-    res = await async_gather([probe.plan(i, yields=yields) for i in range(n)], concurrency=bound)()
+    res = await async_gather_settled([probe.plan(i, yields=yields) for i in range(n)], concurrency=bound)()
     assert res == Ok([Ok(i) for i in range(n)])
     assert probe.max_in_flight == min(bound, n)
 
@@ -65,14 +65,14 @@ async def test_gather_returns_results_in_input_order_whatever_the_finishing_orde
     delays: list[int], bound: int
 ) -> None:
     plans = [_delayed(i, d, fail=i % 3 == 0) for i, d in enumerate(delays)]
-    res = await async_gather(plans, concurrency=bound)()
+    res = await async_gather_settled(plans, concurrency=bound)()
     expected = [Err(ErrInfo(ErrCode.TRANSIENT, str(i))) if i % 3 == 0 else Ok(i) for i in range(len(delays))]
     assert res == Ok(expected)
 
 
 async def test_gather_keeps_going_after_a_failure() -> None:
     probe = Probe()
-    res = await async_gather([async_fail(ERR), probe.plan(1), probe.plan(2)], concurrency=1)()
+    res = await async_gather_settled([async_fail(ERR), probe.plan(1), probe.plan(2)], concurrency=1)()
     assert res == Ok([Err(ERR), Ok(1), Ok(2)])
 
 
@@ -81,7 +81,7 @@ async def test_gather_turns_a_raising_plan_into_an_err_in_its_slot() -> None:
         raise RuntimeError("plan bug")
 
     plans: list[AsyncPlan[object]] = [raises, async_pure(1)]
-    res = await async_gather(plans)()
+    res = await async_gather_settled(plans)()
     assert isinstance(res, Ok)
     first = res.value[0]
     assert isinstance(first, Err) and first.error.code == ErrCode.USER_CODE
@@ -93,7 +93,7 @@ async def test_gather_turns_a_self_cancelling_plan_into_a_cancelled_err() -> Non
         raise asyncio.CancelledError
 
     plans: list[AsyncPlan[object]] = [cancels_itself, async_pure(1)]
-    res = await async_gather(plans)()
+    res = await async_gather_settled(plans)()
     assert isinstance(res, Ok)
     assert [r.error.code if isinstance(r, Err) else r for r in res.value] == [ErrCode.CANCELLED, Ok(1)]
 
@@ -102,7 +102,7 @@ async def test_gather_turns_a_self_cancelling_plan_into_a_cancelled_err() -> Non
 @given(sizes, bounds, st.integers(min_value=1, max_value=3))
 async def test_for_each_par_never_exceeds_its_parallelism(n: int, bound: int, yields: int) -> None:
     probe = Probe()
-    res = await for_each_par(range(n), lambda i: probe.plan(i * 2, yields=yields), parallelism=bound)()
+    res = await for_each_par_settled(range(n), lambda i: probe.plan(i * 2, yields=yields), parallelism=bound)()
     assert res == Ok([Ok(i * 2) for i in range(n)])
     assert probe.max_in_flight == min(bound, n)
 
@@ -122,7 +122,7 @@ async def test_for_each_par_reads_items_only_as_workers_free_up() -> None:
         await gate.wait()
         return Ok(i)
 
-    task = asyncio.ensure_future(for_each_par(items(), lambda i: lambda: hold(i), parallelism=3)())
+    task = asyncio.ensure_future(for_each_par_settled(items(), lambda i: lambda: hold(i), parallelism=3)())
     await started.wait()
     await settle()
     assert pulled == [0, 1, 2]
@@ -136,7 +136,7 @@ async def test_for_each_par_turns_a_raising_plan_factory_into_an_err() -> None:
             raise ValueError("bad item")
         return async_pure(i)
 
-    res = await for_each_par([0, 1, 2], f)()
+    res = await for_each_par_settled([0, 1, 2], f)()
     assert isinstance(res, Ok)
     assert [r.error.code if isinstance(r, Err) else r for r in res.value] == [Ok(0), ErrCode.USER_CODE, Ok(2)]
 
@@ -144,17 +144,17 @@ async def test_for_each_par_turns_a_raising_plan_factory_into_an_err() -> None:
 @pytest.mark.parametrize("bound", [0, -1])
 def test_bounds_below_one_are_refused_when_building(bound: int) -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
-        async_gather([], concurrency=bound)
+        async_gather_settled([], concurrency=bound)
     with pytest.raises(ValueError, match="must be >= 1"):
-        for_each_par([], async_pure, parallelism=bound)
+        for_each_par_settled([], async_pure, parallelism=bound)
     with pytest.raises(ValueError, match="must be >= 1"):
         async_gen_gather([], concurrency=bound)
     with pytest.raises(ValueError, match="must be >= 1"):
-        async_gen_gather([], buffer=bound)
+        async_gen_gather([], max_buffer=bound)
 
 
 async def test_gather_of_nothing_is_an_empty_list() -> None:
-    assert await async_gather([])() == Ok([])
+    assert await async_gather_settled([])() == Ok([])
 
 
 # --- zip_par ----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ async def test_race_returns_the_first_success_not_the_first_completion() -> None
         return Ok("winner")
 
     before = asyncio.all_tasks()
-    res = await race([fails_first, succeeds_second, probe.blocked(started, "slow")])()
+    res = await race(fails_first, succeeds_second, probe.blocked(started, "slow"))()
     assert res == Ok("winner")
     assert probe.events == ["cancelled slow"]
     assert asyncio.all_tasks() == before
@@ -210,7 +210,7 @@ async def test_race_returns_the_first_success_not_the_first_completion() -> None
 
 @given(st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=6))
 async def test_race_of_all_failures_carries_every_failure_in_input_order(delays: list[int]) -> None:
-    res = await race([_delayed(i, d, fail=True) for i, d in enumerate(delays)])()
+    res = await race(*[_delayed(i, d, fail=True) for i, d in enumerate(delays)])()
     assert isinstance(res, Err)
     errors = res.error.meta["errors"]
     assert errors == tuple(ErrInfo(ErrCode.TRANSIENT, str(i)) for i in range(len(delays)))
@@ -220,12 +220,12 @@ async def test_race_of_all_failures_carries_every_failure_in_input_order(delays:
 @given(st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=6), st.data())
 async def test_race_wins_with_a_success_whenever_there_is_one(delays: list[int], data: st.DataObject) -> None:
     ok_index = data.draw(st.integers(min_value=0, max_value=len(delays) - 1))
-    res = await race([_delayed(i, d, fail=i != ok_index) for i, d in enumerate(delays)])()
+    res = await race(*[_delayed(i, d, fail=i != ok_index) for i, d in enumerate(delays)])()
     assert res == Ok(ok_index)
 
 
 async def test_race_of_nothing_fails() -> None:
-    res = await race(list[AsyncPlan[int]]())()
+    res = await race()()
     assert isinstance(res, Err)
 
 
@@ -248,10 +248,12 @@ async def _blocked_stream_consumer(probe: Probe, started: list[asyncio.Event]) -
 
 
 DRIVERS: dict[str, Callable[[Probe, list[asyncio.Event]], Coroutine[Any, Any, object]]] = {
-    "async_gather": lambda p, s: async_gather(_blocked_plans(p, s), concurrency=3)(),
+    "async_gather_settled": lambda p, s: async_gather_settled(_blocked_plans(p, s), concurrency=3)(),
     "zip_par": lambda p, s: zip_par(*_blocked_plans(p, s))(),
-    "race": lambda p, s: race(_blocked_plans(p, s))(),
-    "for_each_par": lambda p, s: for_each_par(range(len(s)), lambda i: p.blocked(s[i], str(i)), parallelism=3)(),
+    "race": lambda p, s: race(*_blocked_plans(p, s))(),
+    "for_each_par_settled": lambda p, s: for_each_par_settled(
+        range(len(s)), lambda i: p.blocked(s[i], str(i)), parallelism=3
+    )(),
     "async_gen_gather": _blocked_stream_consumer,
 }
 
@@ -280,7 +282,7 @@ async def test_gen_gather_delivers_everything_keeping_each_streams_order(
     lists: list[list[int]], concurrency: int, buffer: int
 ) -> None:
     gens = [async_gen_from_iterable([(i, x) for x in xs]) for i, xs in enumerate(lists)]
-    out = await collect(async_gen_gather(gens, concurrency=concurrency, buffer=buffer))
+    out = await collect(async_gen_gather(gens, concurrency=concurrency, max_buffer=buffer))
     values = [r.unwrap() for r in out]
     assert sorted(values) == sorted((i, x) for i, xs in enumerate(lists) for x in xs)
     for i, xs in enumerate(lists):
@@ -313,7 +315,7 @@ async def test_gen_gather_never_pulls_more_streams_at_once_than_its_bound(n: int
 async def test_gen_gather_blocks_producers_while_the_consumer_is_slow(concurrency: int, buffer: int) -> None:
     probe = Probe()
     gens = [probe.stream(range(100)) for _ in range(concurrency)]
-    async with contextlib.aclosing(async_gen_gather(gens, concurrency=concurrency, buffer=buffer)()) as it:  # type: ignore[type-var]
+    async with contextlib.aclosing(async_gen_gather(gens, concurrency=concurrency, max_buffer=buffer)()) as it:  # type: ignore[type-var]
         await it.__anext__()
         await settle(50)
         # Each producer may hold one item it is waiting to put: no more is pulled.
@@ -337,7 +339,9 @@ async def test_closing_gen_gather_early_closes_the_inner_streams() -> None:
         return run
 
     before = asyncio.all_tasks()
-    async with contextlib.aclosing(async_gen_gather([stream(i) for i in range(3)], concurrency=3, buffer=2)()) as it:  # type: ignore[type-var]
+    async with contextlib.aclosing(
+        async_gen_gather([stream(i) for i in range(3)], concurrency=3, max_buffer=2)()
+    ) as it:  # type: ignore[type-var]
         async for _ in it:
             break
     assert sorted(closed) == [0, 1, 2]
@@ -378,10 +382,10 @@ def test_building_concurrent_descriptions_runs_nothing() -> None:
         pulled.append(0)
         yield 0
 
-    async_gather([probe.plan(1), probe.plan(2)], concurrency=1)
+    async_gather_settled([probe.plan(1), probe.plan(2)], concurrency=1)
     zip_par(probe.plan(1), probe.plan(2))
-    race([probe.plan(1), probe.plan(2)])
-    for_each_par(items(), probe.plan, parallelism=2)
+    race(probe.plan(1), probe.plan(2))
+    for_each_par_settled(items(), probe.plan, parallelism=2)
     async_gen_gather([probe.stream([1]), probe.stream([2])])
     assert (probe.runs, probe.pulls, pulled) == (0, 0, [])
 
@@ -389,11 +393,11 @@ def test_building_concurrent_descriptions_runs_nothing() -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda p: async_gather([p.plan(1), p.plan(2)]),
+        lambda p: async_gather_settled([p.plan(1), p.plan(2)]),
         lambda p: zip_par(p.plan(1), p.plan(2)),
-        lambda p: for_each_par([1, 2], p.plan),
+        lambda p: for_each_par_settled([1, 2], p.plan),
     ],
-    ids=["async_gather", "zip_par", "for_each_par"],
+    ids=["async_gather_settled", "zip_par", "for_each_par_settled"],
 )
 async def test_a_concurrent_plan_driven_twice_runs_its_children_twice(
     build: Callable[[Probe], AsyncPlan[object]],

@@ -19,17 +19,17 @@ from funcpipe.core import (
     Result,
     async_fail,
     async_gen_and_then,
+    async_gen_bracket,
     async_gen_empty,
     async_gen_filter,
     async_gen_from_iterable,
+    async_gen_from_plan,
     async_gen_from_results,
     async_gen_map,
-    async_gen_map_plan,
+    async_gen_map_action,
     async_gen_return,
-    async_gen_using,
     async_pure,
     collect,
-    lift_async_item,
     partition,
 )
 
@@ -153,14 +153,14 @@ async def test_and_then_passes_inner_errs_through() -> None:
 async def test_map_plan_runs_the_plan_per_ok_and_passes_errs_through() -> None:
     probe = Probe()
     stream = async_gen_from_results(MIXED)
-    out = await collect(async_gen_map_plan(stream, lambda x: probe.plan(x * 3)))
+    out = await collect(async_gen_map_action(stream, lambda x: probe.plan(x * 3)))
     assert out == [Ok(3), Err(ERR), Ok(6)]
     assert probe.runs == 2
 
 
 async def test_map_plan_yields_a_failed_plan_as_an_item() -> None:
     stream = async_gen_from_iterable([1, 2])
-    out = await collect(async_gen_map_plan(stream, lambda x: async_fail(ERR) if x == 1 else async_pure(x)))
+    out = await collect(async_gen_map_action(stream, lambda x: async_fail(ERR) if x == 1 else async_pure(x)))
     assert out == [Err(ERR), Ok(2)]
 
 
@@ -231,9 +231,9 @@ def test_building_streams_runs_nothing() -> None:
     async_gen_map(async_gen_map(src, note("map")), note("map2"))
     async_gen_filter(src, lambda x: bool(note("filter")(x)))
     async_gen_and_then(src, lambda x: probe.stream([note("and_then")(x)]))
-    async_gen_map_plan(src, lambda x: probe.plan(note("map_plan")(x)))
-    lift_async_item(probe.plan(1))
-    async_gen_using(probe.plan("r"), lambda r: asyncio.sleep(0), lambda r: src)
+    async_gen_map_action(src, lambda x: probe.plan(note("map_plan")(x)))
+    async_gen_from_plan(probe.plan(1))
+    async_gen_bracket(probe.plan("r"), lambda r: asyncio.sleep(0), lambda r: src)
     assert (probe.runs, probe.pulls, called) == (0, 0, [])
 
 
@@ -244,7 +244,7 @@ def test_building_streams_runs_nothing() -> None:
         lambda p: async_gen_map(async_gen_map(p.stream([1, 2]), lambda x: x), lambda x: x),
         lambda p: async_gen_filter(p.stream([1, 2]), lambda x: True),
         lambda p: async_gen_and_then(p.stream([1]), lambda x: async_gen_from_iterable([x, 2])),
-        lambda p: async_gen_map_plan(p.stream([1, 2]), async_pure),
+        lambda p: async_gen_map_action(p.stream([1, 2]), async_pure),
     ],
     ids=["source", "map", "filter", "and_then", "map_plan"],
 )
@@ -259,12 +259,12 @@ async def test_a_stream_driven_twice_runs_twice_with_fresh_iterators(build: Call
 
 async def test_lift_async_item_runs_its_plan_on_each_drive() -> None:
     probe = Probe()
-    gen = lift_async_item(probe.plan("x"))
+    gen = async_gen_from_plan(probe.plan("x"))
     assert await collect(gen) == await collect(gen) == [Ok("x")]
     assert probe.runs == 2
 
 
-# --- resource safety: async_gen_using ---------------------------------------------------------
+# --- resource safety: async_gen_bracket ---------------------------------------------------------
 
 
 class Resource:
@@ -302,7 +302,7 @@ class Resource:
         return run
 
     def stream(self, **use_args: int | None) -> AsyncGen[int]:
-        return async_gen_using(
+        return async_gen_bracket(
             self.acquire(),  # type: ignore[arg-type]
             self.release,
             lambda h: self.use(h, **use_args),  # type: ignore[arg-type]
@@ -368,7 +368,7 @@ async def test_using_does_not_use_or_release_when_acquire_fails() -> None:
     async def release(r: object) -> None:
         released.append(r)
 
-    gen = async_gen_using(async_fail(ERR), release, lambda r: probe.stream([r]))
+    gen = async_gen_bracket(async_fail(ERR), release, lambda r: probe.stream([r]))
     assert await collect(gen) == [Err(ERR)]
     assert (probe.runs, released) == (0, [])
 

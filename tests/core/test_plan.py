@@ -18,8 +18,8 @@ from funcpipe.core import (
     Result,
     async_bind,
     async_fail,
-    async_from_result,
     async_lift,
+    async_lift_call,
     async_map,
     async_map_err,
     async_pure,
@@ -99,8 +99,8 @@ def test_building_plans_runs_nothing() -> None:
     async_bind(probe.plan(1), f)
     async_map(probe.plan(1), lambda x: called.append("g"))
     async_map_err(probe.plan(1), lambda e: e)
-    async_lift(effect)(1)
-    async_from_result(probe.plan(1))
+    async_lift_call(effect)(1)
+    async_lift(probe.plan(1))
     assert (probe.runs, called) == (0, [])
 
 
@@ -120,7 +120,7 @@ async def test_a_lifted_call_runs_its_function_on_each_drive() -> None:
         calls.append(x)
         return x * 2
 
-    plan = async_lift(effect)(21)
+    plan = async_lift_call(effect)(21)
     assert (await plan(), await plan()) == (Ok(42), Ok(42))
     assert calls == [21, 21]
 
@@ -129,7 +129,7 @@ async def test_lift_turns_an_exception_into_user_code_with_traceback() -> None:
     async def broken() -> int:
         raise ValueError("bad input")
 
-    res = await async_lift(broken)()()
+    res = await async_lift_call(broken)()()
     assert isinstance(res, Err)
     assert (res.error.code, res.error.msg) == (ErrCode.USER_CODE, "ValueError: bad input")
     assert "raise ValueError" in str(res.error.meta["traceback"])
@@ -140,7 +140,7 @@ async def test_lift_does_not_swallow_cancellation() -> None:
         raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        await async_lift(cancelled)()()
+        await async_lift_call(cancelled)()()
 
 
 async def test_from_result_passes_the_result_and_captures_exceptions() -> None:
@@ -150,8 +150,8 @@ async def test_from_result_passes_the_result_and_captures_exceptions() -> None:
     async def raises() -> Result[int, ErrInfo]:
         raise RuntimeError("oops")
 
-    assert await async_from_result(gives)() == Err(ErrInfo(ErrCode.AUTH, "denied"))
-    res = await async_from_result(raises)()
+    assert await async_lift(gives)() == Err(ErrInfo(ErrCode.AUTH, "denied"))
+    res = await async_lift(raises)()
     assert isinstance(res, Err) and res.error.code == ErrCode.USER_CODE
 
 

@@ -194,7 +194,7 @@ def test_a_small_source_finishes_early_instead_of_waiting_behind_a_big_one() -> 
     small = source([("small", i) for i in range(20)], arrivals=[0.5] * 20)
     svc = Service(latency=lambda _: 1.0)
     # `from: [big, small]`, merged with no queue of its own: the items wait in the fair buffer.
-    merged = async_gen_gather([big, small], concurrency=2, buffer=1)
+    merged = async_gen_gather([big, small], concurrency=2, max_buffer=1)
     gen = apply_stream_policy(Policy(), merged, svc.call, key=tenant)
 
     out = run_virtual(timed(gen))

@@ -39,9 +39,11 @@ def test_run_notes_example_writes_sink_and_report(notes: Path) -> None:
         "done": 2,
         "failed": 0,
         "filtered": 1,
+        "unfinished": 0,
         "skipped": 0,
         "unsettled": 0,
-        "invariant": "sources == done + failed + filtered",
+        "strays": 0,
+        "invariant": "sources == done + failed + filtered + unfinished; unfinished == 0 unless the run stopped early",
         "invariant_holds": True,
     }
     assert [s["id"] for s in report["stages"]] == ["load", "annotate", "keep", "out"]

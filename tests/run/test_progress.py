@@ -279,4 +279,7 @@ def test_quiet_on_a_terminal_shows_errors_only(tmp_path: Path, terminal: Callabl
     t = terminal(str(spec), "--quiet")
     assert t.finish() == 1
     lines = plain(t.raw).strip().splitlines()
-    assert lines == [f"funcpipe: 20 failed item(s) written to {tmp_path / '.funcpipe' / 'prog.dead.jsonl'}"]
+    # No progress, no table: only the failure summary (the spec lies outside the working directory).
+    assert lines[0] == f"failed: 20 item(s) \u2192 {tmp_path / '.funcpipe' / 'prog.dead.jsonl'}"
+    assert len(lines) == 2
+    assert re.fullmatch(r"  work  USER_CODE \u00d720  TypeError: .*nope.* \(first of 20\)", lines[1]), lines[1]

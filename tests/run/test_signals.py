@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.store._support import assert_no_server_left
@@ -52,6 +53,15 @@ def start(spec: Path, *args: str) -> subprocess.Popen[str]:
         env=env,
         cwd=REPO,
     )
+
+
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Poll ``ready`` until it holds; fail early if the run ended or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the run ended early with exit {proc.returncode}"
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.05)
 
 
 def finish(proc: subprocess.Popen[str], spec: Path, timeout: float = 120) -> str:
@@ -101,9 +111,14 @@ def test_sigterm_drains_in_flight_work_and_resume_finishes(tmp_path: Path) -> No
 def test_second_signal_aborts_at_once(tmp_path: Path) -> None:
     spec = make(tmp_path, 50, delay=30.0, timeout="10m")
     proc = start(spec)
-    time.sleep(1.0)
+    # Signal only once the run is under way (an item reached the user code),
+    # and the second time only once the first was taken: on a loaded machine
+    # start-up alone can take seconds.
+    calls = tmp_path / "calls.log"
+    wait_until(lambda: calls.exists() and calls.stat().st_size > 0, proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    log = tmp_path / "stderr.log"
+    wait_until(lambda: "draining" in log.read_text(), proc)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     err = finish(proc, spec, 60)

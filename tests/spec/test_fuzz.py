@@ -42,6 +42,14 @@ VALUES: list[Any] = [
     "{% for %}",
     [1, "a", None],
     {"kind": "hashing"},
+    float("nan"),
+    float("inf"),
+    10**100,
+    "nan",
+    "1e999s",
+    "../x",
+    "a" * 300,
+    "{{ 2**999**999 }}",
 ]
 
 

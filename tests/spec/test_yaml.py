@@ -115,7 +115,8 @@ def test_a_billion_laughs_document_is_refused_quickly() -> None:
     started = time.perf_counter()
     error = _error(_laughs()).errors[0]
     assert "refused" in error.message
-    assert time.perf_counter() - started < 1.0
+    # Expanding it would take minutes; the margin only absorbs a loaded machine.
+    assert time.perf_counter() - started < 5.0
 
 
 def test_a_billion_laughs_document_is_refused_with_bounded_memory() -> None:

@@ -105,7 +105,22 @@ def test_clean_nfkc_folds_compatibility_characters() -> None:
 
 def test_clean_with_everything_off_only_unifies_line_breaks() -> None:
     config = CleanConfig(normalize="none", strip_control=False, collapse_whitespace=False)
-    assert clean_text(" e\u0301\x00  a\r\n", config) == " e\u0301\x00  a\n"
+    assert clean_text(" e\u0301\x1b  a\r\n", config) == " e\u0301\x1b  a\n"
+
+
+def test_clean_always_removes_what_no_store_can_hold() -> None:
+    for strip_control in (True, False):
+        config = CleanConfig(normalize="none", strip_control=strip_control, collapse_whitespace=False)
+        assert clean_text("a\x00b\ud800c\udfffd", config) == "abcd"
+
+
+async def test_clean_stage_removes_nul_and_lone_surrogates_from_the_meta_too() -> None:
+    meta = {"title": "x\x00y", "tags": ["a\ud83d", ("b\x00",)], "nested": {"k\x00": "\x00v"}, "n": 3, "t": "\t ok"}
+    item = Item("i1", "text", meta, "s1")
+    [out] = await _run(clean(CleanConfig(), _ctx()), [Ok(item)])
+    assert isinstance(out, Ok)
+    assert out.value.meta == {"title": "xy", "tags": ["a", ("b",)], "nested": {"k": "v"}, "n": 3, "t": "\t ok"}
+    assert (out.value.id, out.value.source_id) == ("i1", "s1")
 
 
 # -- split_text -----------------------------------------------------------------
