@@ -376,13 +376,14 @@ class PgvectorStore:
         """
 
         async def body(pool: asyncpg.Pool) -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
-            row = await pool.fetchrow(
-                "SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment "
-                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                self._config.db_schema,
-                self._config.table,
-            )
+            async with _connection(pool) as conn:
+                row = await conn.fetchrow(
+                    "SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment "
+                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                    self._config.db_schema,
+                    self._config.table,
+                )
             if row is None:
                 return Ok((False, None))
             return Ok((True, _stored_fingerprint(row["comment"])))
