@@ -17,23 +17,37 @@ into a session-temporary table, then one ``INSERT ... ON CONFLICT (id) DO
 UPDATE``, in one transaction; rows whose content did not change are not
 rewritten. Names are validated by the config and always quoted here.
 
-Failures are `ErrInfo` values, never exceptions, coded from the SQLSTATE:
+Failures are `ErrInfo` values, never exceptions, coded from the SQLSTATE,
+or for client-side errors from what asyncpg raised:
 
     08xxx, 40xxx, 57P01-57P03, 53300, 55P03, 25P03   TRANSIENT   (lost connection, conflict, restart)
-    lost socket, connection closed mid-operation     TRANSIENT
+    OSError from the socket (reset, refused, gone)   TRANSIENT   (server down or restarting)
+    InterfaceError: connection closed, or another    TRANSIENT   (a connection the server dropped
+      operation in progress; InternalClientError                  mid-operation: its protocol state
+      (protocol state desynchronised)                             is lost)
+    stale prepared statement or schema cache         TRANSIENT
     57014 (statement_timeout), client timeouts       TIMEOUT
     28xxx, 3D000, 42501, 0A000, 58xxx, 53100, XX     FATAL_DB    (retrying cannot help)
     anything else                                    DB_ERROR
+
+08xxx covers asyncpg's ConnectionDoesNotExistError; 57P01 is AdminShutdown
+(``pg_terminate_backend``, a fast shutdown), 57P02 CrashShutdown, 57P03
+CannotConnectNowError (starting up or shutting down). A connection that
+raised anything but an ordinary server error (one that leaves the session
+usable, such as a constraint violation) is terminated, not returned to the
+pool, so a retry never meets the same broken connection; the pool opens a
+fresh one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import sys
 from array import array
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -182,9 +196,61 @@ def error_info(exc: BaseException, *, doing: str = "") -> ErrInfo:
         return ErrInfo(ErrCode.TIMEOUT, f"{prefix}timed out talking to PostgreSQL", {"exception": name})
     if isinstance(exc, OSError):
         return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {exc}", {"exception": name})
-    if isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc):
-        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}{exc}", {"exception": name})
+    if _lost_connection(exc):
+        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {name}: {exc}", {"exception": name})
     return ErrInfo(ErrCode.DB_ERROR, f"{prefix}{name}: {exc}", {"exception": name})
+
+
+# What asyncpg says when a connection closed under an operation, or when its
+# protocol state was left behind by one that the server cut short.
+# (A connection the server closed goes back to the pool at once, so its
+# proxy then says it was released.)
+_LOST_PHRASES = (
+    "connection is closed",
+    "connection was closed",
+    "another operation is in progress",
+    "released back to the pool",
+)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself is gone or out of step (not the request)."""
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        text = str(exc)
+        return any(phrase in text for phrase in _LOST_PHRASES)
+    return False
+
+
+def _spoils_connection(exc: BaseException) -> bool:
+    """Whether a connection that raised ``exc`` must be thrown away rather than reused.
+
+    A server error with an ordinary SQLSTATE leaves the session usable (the
+    transaction is rolled back); anything else (a lost socket, a protocol
+    out of step, a cancelled operation) may leave it mid-protocol.
+    """
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        # The server ends the session after these (shutdown, idle timeout).
+        return sqlstate.startswith("57P") or sqlstate == "25P03"
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from ``pool``, terminated instead of reused if it raised a connection fault."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            if _spoils_connection(exc):
+                # The pool sees it closed and opens a fresh one on the next
+                # acquire. A connection already closed has gone back to the
+                # pool by itself, and its proxy refuses every call.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            raise
 
 
 # -- the store ----------------------------------------------------------------------
@@ -279,7 +345,7 @@ class PgvectorStore:
         """Create the extension, schema, table and indexes that are missing; check the fingerprint."""
 
         async def body(pool: asyncpg.Pool) -> Result[None, ErrInfo]:
-            async with pool.acquire() as conn, conn.transaction():
+            async with _connection(pool) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _ENSURE_LOCK)
                 if not await conn.fetchval("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'vector'"):
                     await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -317,13 +383,14 @@ class PgvectorStore:
         """
 
         async def body(pool: asyncpg.Pool) -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
-            row = await pool.fetchrow(
-                "SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment "
-                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                self._config.db_schema,
-                self._config.table,
-            )
+            async with _connection(pool) as conn:
+                row = await conn.fetchrow(
+                    "SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment "
+                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                    self._config.db_schema,
+                    self._config.table,
+                )
             if row is None:
                 return Ok((False, None))
             return Ok((True, _stored_fingerprint(row["comment"])))
@@ -426,7 +493,7 @@ class PgvectorStore:
             return async_pure(0)
 
         async def body(pool: asyncpg.Pool) -> Result[int, ErrInfo]:
-            async with pool.acquire() as conn, conn.transaction():
+            async with _connection(pool) as conn, conn.transaction():
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
                     "(id text, source_id text, text text, meta jsonb, embedding vector, origin text) "
@@ -448,9 +515,10 @@ class PgvectorStore:
         keep = list(keep_ids)
 
         async def body(pool: asyncpg.Pool) -> Result[int, ErrInfo]:
-            status = await pool.execute(
-                f"DELETE FROM {self._table} WHERE source_id = $1 AND NOT (id = ANY($2::text[]))", source_id, keep
-            )
+            async with _connection(pool) as conn:
+                status = await conn.execute(
+                    f"DELETE FROM {self._table} WHERE source_id = $1 AND NOT (id = ANY($2::text[]))", source_id, keep
+                )
             return Ok(_status_count(status))
 
         return self._plan("delete stale rows from", body)
@@ -507,7 +575,7 @@ class PgvectorStore:
             args.append(_meta_json(filter))
 
         async def body(pool: asyncpg.Pool) -> Result[list[QueryHit], ErrInfo]:
-            async with pool.acquire() as conn, conn.transaction(readonly=True):
+            async with _connection(pool) as conn, conn.transaction(readonly=True):
                 if self._config.exact:
                     await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
                 else:
@@ -535,7 +603,8 @@ class PgvectorStore:
         """The number of rows in the table."""
 
         async def body(pool: asyncpg.Pool) -> Result[int, ErrInfo]:
-            return Ok(int(await pool.fetchval(f"SELECT count(*) FROM {self._table}")))
+            async with _connection(pool) as conn:
+                return Ok(int(await conn.fetchval(f"SELECT count(*) FROM {self._table}")))
 
         return self._plan("count", body)
 

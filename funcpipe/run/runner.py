@@ -82,7 +82,7 @@ class RunOptions:
             return self.resources(state_dir, self.clock)
         from funcpipe.run.resources import RunResources
 
-        return RunResources(state_dir=state_dir, clock=self.clock)
+        return RunResources(state_dir=state_dir, clock=self.clock, notify=self.notify)
 
 
 class LazyAdapters(Mapping[str, Any]):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from funcpipe.adapters.config import PgvectorConfig
 from funcpipe.adapters.pgvector import (
     PgvectorStore,
+    _connection,
     create,
     decode_vector,
     derived_name,
@@ -289,6 +290,16 @@ EXC = asyncpg.exceptions
         (asyncpg.InterfaceError("cannot perform operation: connection is closed"), ErrCode.TRANSIENT),
         (asyncpg.InterfaceError("cannot call Connection.fetch(): connection has been released"), ErrCode.DB_ERROR),
         (EXC._base.DataError("invalid input for query argument $1"), ErrCode.DB_ERROR),
+        # a connection the server dropped mid-operation, met again by the next call
+        (EXC.InternalClientError("cannot switch to state 15; another operation (2) is in progress"), ErrCode.TRANSIENT),
+        (EXC.ProtocolError("unexpected message"), ErrCode.TRANSIENT),
+        (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), ErrCode.TRANSIENT),
+        (
+            asyncpg.InterfaceError("cannot call Connection.execute(): connection has been released back to the pool"),
+            ErrCode.TRANSIENT,
+        ),
+        (FileNotFoundError(2, "No such file or directory"), ErrCode.TRANSIENT),  # the socket, mid-restart
+        (asyncpg.InterfaceError("pool is closing"), ErrCode.DB_ERROR),
     ],
 )
 def test_error_info_codes_by_sqlstate_and_kind(exc: BaseException, code: str) -> None:
@@ -374,3 +385,46 @@ async def test_a_retried_upsert_completes_after_the_kill(pg_resources: RunResour
     policy = Policy(retry=Retry(max_attempts=3, backoff=Backoff(kind="immediate")))
     assert await _kill_first_attempt(pg_dsn, s, apply_policy(policy, s.upsert(RECORDS))) == Ok(50)
     assert await s.count()() == Ok(50)
+
+
+async def _backend(pool: asyncpg.Pool) -> int:
+    async with _connection(pool) as conn:
+        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        EXC.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        ConnectionResetError("reset by peer"),
+        EXC.AdminShutdownError("terminating connection due to administrator command"),
+    ],
+)
+async def test_a_connection_that_raised_a_connection_fault_is_not_reused(
+    pg_resources: RunResources, fault: BaseException
+) -> None:
+    pool = await pg_resources.pg_pool(None)
+    before = await _backend(pool)
+    with pytest.raises(type(fault)):
+        async with _connection(pool) as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == before
+            raise fault
+    assert await _backend(pool) != before
+
+
+async def test_a_connection_whose_statement_failed_is_reused(pg_resources: RunResources) -> None:
+    pool = await pg_resources.pg_pool(None)
+    before = await _backend(pool)
+    with pytest.raises(EXC.UndefinedTableError):
+        async with _connection(pool) as conn:
+            await conn.execute("SELECT * FROM no_such_table_here")
+    assert await _backend(pool) == before
+
+
+async def test_after_a_kill_the_next_call_succeeds_at_once(pg_resources: RunResources, pg_dsn: str) -> None:
+    s = store(pg_resources, pool_max=1)
+    await s.ensure(FP)()
+    res = await _kill_first_attempt(pg_dsn, s, s.upsert(RECORDS))
+    assert isinstance(res, Err) and res.error.code == ErrCode.TRANSIENT
+    assert await s.upsert(RECORDS)() == Ok(50)

