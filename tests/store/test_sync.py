@@ -146,9 +146,10 @@ def test_a_missing_source_directory_deletes_nothing(project: Path) -> None:
     ok_run(spec)
     before = rows(table)
     (project / "docs").rename(project / "elsewhere")
-    proc, report = run(spec)
-    assert proc.returncode == 1
-    assert report["accounting"]["deleted"] == 0
+    proc, _ = run(spec)
+    # A located spec error before anything runs: nothing read, nothing deleted.
+    assert proc.returncode == 2
+    assert "stages[0].with.path" in proc.stderr and "does not exist" in proc.stderr
     assert rows(table) == before
 
 
