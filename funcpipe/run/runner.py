@@ -371,7 +371,11 @@ class Runner:
         base = str(self.pipeline.loaded.base_dir)
         if base not in sys.path:
             sys.path.insert(0, base)
-        check_credentials(self.pipeline, {st.adapter for st in self.pipeline.stages if st.adapter}, resources)
+        missing = missing_credentials(
+            self.pipeline, {st.adapter for st in self.pipeline.stages if st.adapter}, resources
+        )
+        if missing is not None:
+            raise _NotStarted(missing)
         adapters = LazyAdapters(self.pipeline, resources)
         check_sources(self.pipeline.loaded)
         self._adapters = adapters
@@ -422,6 +426,9 @@ class Runner:
                 drained = True
                 self.acct.finish()
                 await self._sync()
+        except* _NotStarted as eg:
+            # Nothing was done: there is no outcome to report, only the reason.
+            raise eg.exceptions[0] from None
         except* FailFast as eg:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
@@ -667,19 +674,23 @@ def _unpack(packed: bytearray) -> set[bytes]:
     return {bytes(packed[i : i + 16]) for i in range(0, len(packed), 16)}
 
 
-def check_credentials(pipeline: CompiledPipeline, names: Iterable[str], resources: Any) -> None:
-    """Fail before the first call if a variable an adapter reads (``*_env``) is unset or empty.
+class _NotStarted(RunError):
+    """A pre-flight check failed after resources were opened, before any work."""
 
-    Otherwise every item would be refused by the service, one ``AUTH`` dead
-    letter each.
+
+def missing_credentials(pipeline: CompiledPipeline, names: Iterable[str], resources: Any) -> str | None:
+    """Why the adapters ``names`` cannot authenticate, or None: a variable they read (``*_env``) is unset or empty.
+
+    Checked before the first call: otherwise every item would be refused by
+    the service, one ``AUTH`` dead letter each.
 
     Args:
         pipeline: the compiled pipeline.
         names: the adapters the command will use.
         resources: the run's resources (`Resources.secret` reads the variables).
 
-    Raises:
-        RunError: naming each adapter and variable (never a value).
+    Returns:
+        One message naming each adapter and variable (never a value), or None.
     """
     problems: list[str] = []
     for name in sorted(set(names)):
@@ -694,13 +705,14 @@ def check_credentials(pipeline: CompiledPipeline, names: Iterable[str], resource
             secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
             if secret:
                 continue
+            kind = adapter.kind.name
+            which = f"its {field_name}" if field_name in adapter.config.model_fields_set else f"the {kind} default"
             problems.append(
-                f"adapter {name!r} ({adapter.kind.name}) reads {variable} (its {field_name}), which is not set "
-                f"or empty: export {variable}=... before the run, or set adapters.{name}.{field_name} to the "
-                f"variable that holds it ({field_name}: null if the service needs none)"
+                f"adapter {name!r} ({kind}) reads {variable} ({which}), which is not set or empty: export "
+                f"{variable}=... before the run, or set adapters.{name}.{field_name} to the variable that "
+                f"holds it ({field_name}: null if the service needs none)"
             )
-    if problems:
-        raise RunError("; ".join(problems) + " (nothing was called)")
+    return "; ".join(problems) + " (nothing was called)" if problems else None
 
 
 def content_hash(item: Item) -> str:
@@ -732,4 +744,4 @@ async def run_pipeline(pipeline: CompiledPipeline, options: RunOptions | None = 
     return await Runner(pipeline, options).run()
 
 
-__all__ = ["RunOptions", "Runner", "check_credentials", "run_pipeline"]
+__all__ = ["RunOptions", "Runner", "missing_credentials", "run_pipeline"]
