@@ -75,9 +75,7 @@ class UnknownValues:
         """
         unknown = {format_path(path) for path, value in walk_strings(doc.data) if self.holds(value)}
         return [
-            e
-            for e in errors
-            if e.path not in unknown and not self.holds(e.message) and not self.holds(e.hint or "")
+            e for e in errors if e.path not in unknown and not self.holds(e.message) and not self.holds(e.hint or "")
         ]
 
 

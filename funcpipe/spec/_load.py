@@ -236,7 +236,7 @@ def check_spec(
 
     try:
         text = _read(FsPath(path))
-        loaded, errors, doc = _load_text(
+        _, errors, doc = _load_text(
             text,
             filename=str(path),
             base_dir=FsPath(path).resolve().parent,
@@ -310,18 +310,22 @@ def _load_text(
         return None, _ordered(errors, filename), doc
 
     named = dict(spec.policies)
-    return LoadedSpec(
-        spec=spec,
-        path=FsPath(filename),
-        base_dir=base,
-        adapters=dict(checked.adapters),
-        stage_configs={k: cast(StageConfig, v) for k, v in checked.stage_configs.items()},
-        stage_policies={s.id: resolve_policy(s.policy, named, NO_POLICY) for s in spec.stages},
-        inputs=dict(checked.inputs),
-        fingerprint=stable_id(spec.model_dump(mode="json", by_alias=True)),
-        text=text,
-        variables={"params": spec.params},
-    ), [], doc
+    return (
+        LoadedSpec(
+            spec=spec,
+            path=FsPath(filename),
+            base_dir=base,
+            adapters=dict(checked.adapters),
+            stage_configs={k: cast(StageConfig, v) for k, v in checked.stage_configs.items()},
+            stage_policies={s.id: resolve_policy(s.policy, named, NO_POLICY) for s in spec.stages},
+            inputs=dict(checked.inputs),
+            fingerprint=stable_id(spec.model_dump(mode="json", by_alias=True)),
+            text=text,
+            variables={"params": spec.params},
+        ),
+        [],
+        doc,
+    )
 
 
 def _ordered(errors: list[SpecError], main: str) -> list[SpecError]:

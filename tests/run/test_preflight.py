@@ -183,9 +183,7 @@ def test_a_report_path_lost_during_the_run_is_told_without_a_traceback(
     log_format: str, project: Path, server: OpenAIServer
 ) -> None:
     (project / "block.py").write_text(BLOCK, encoding="utf-8")
-    spec = SPEC.replace(
-        "  - {id: chunk,", '  - {id: block, use: map, with: {fn: "block:block"}}\n  - {id: chunk,'
-    )
+    spec = SPEC.replace("  - {id: chunk,", '  - {id: block, use: map, with: {fn: "block:block"}}\n  - {id: chunk,')
     (project / "pf.yaml").write_text(spec, encoding="utf-8")
     reports = project / "reports"
     reports.mkdir()
