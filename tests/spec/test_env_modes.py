@@ -169,7 +169,7 @@ def test_check_env_passes_when_everything_is_set_and_never_shows_a_value(tmp_pat
 
 def test_an_adapter_without_a_key_needs_none(tmp_path: Path) -> None:
     text = BASE.replace("{kind: hashing, dim: 64}", "{kind: ollama, model: nomic-embed-text, dimensions: 8}")
-    assert check_spec(write(tmp_path, text), env={"PF_TEST_DSN": "x"}, check_env=True).valid
+    assert check_spec(write(tmp_path, text), env={"PF_TEST_DSN": "postgresql://db/x"}, check_env=True).valid
 
 
 # -- run keeps requiring every variable -------------------------------------------------------
@@ -212,7 +212,7 @@ def test_a_key_over_plain_http_to_another_host_is_a_located_error(tmp_path: Path
 def test_a_plain_http_url_from_the_environment_is_refused_where_it_is_written(tmp_path: Path) -> None:
     text = BASE.replace("{kind: hashing, dim: 64}", '{kind: openai, model: m, dimensions: 8, base_url: "${PF_URL}"}')
     with pytest.raises(SpecErrors) as caught:
-        load_spec(write(tmp_path, text), env={"PF_TEST_DSN": "x", "PF_URL": "http://192.0.2.1/v1"})
+        load_spec(write(tmp_path, text), env={"PF_TEST_DSN": "postgresql://db/x", "PF_URL": "http://192.0.2.1/v1"})
     [error] = caught.value.errors
     assert error.path == "adapters.embedder.base_url"
     assert "${PF_URL}" in error.message
