@@ -273,6 +273,8 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The valid spec and its invalid variants, outside the project (one holds a pasted key)."""
     root = tmp_path_factory.mktemp("specs")
     (root / "leaky.py").write_text(LEAKY, encoding="utf-8")
+    (root / "corpus").mkdir()  # the source the specs name must exist to validate
+    (root / "corpus" / "alpha.md").write_text(CORPUS["alpha.md"], encoding="utf-8")
     paths = [root / "valid.yaml"]
     paths[0].write_text(SPEC, encoding="utf-8")
     for name, (prefix, line) in INVALID.items():
