@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 
 import httpx
 
+from funcpipe.adapters.config import insecure_key_transport
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import RunError, SpecError
@@ -339,7 +340,10 @@ async def post_json(
     status and undecodable body becomes an ``Err`` of the taxonomy.
     """
     try:
-        response = await client.post(url, json=body, headers=dict(headers), timeout=request_timeout)
+        # Redirects are never followed: one could carry the key to another host, or to plain http.
+        response = await client.post(
+            url, json=body, headers=dict(headers), timeout=request_timeout, follow_redirects=False
+        )
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         return Err(exception_error(exc, provider=provider, url=url, secrets=secrets))
     if not response.is_success:
@@ -521,6 +525,21 @@ class HTTPAdapter:
         if isinstance(key, Err):
             return key
         secrets = [key.value] if key.value else []
+        url = join_url(s.base_url, path)
+        # Validation refuses such a spec already; this guards configs made any other way.
+        host = insecure_key_transport(url) if key.value and not getattr(s, "allow_insecure_http", False) else None
+        if host is not None:
+            return Err(
+                error(
+                    ErrCode.SERVICE_SPECIFIC,
+                    f"{self.provider}: refusing to send the API key ({s.api_key_env}) in clear over plain http:// "
+                    f"to {host}, which is not a loopback address; use https://, or set allow_insecure_http: true "
+                    "on the adapter for a trusted network",
+                    secrets,
+                    provider=self.provider,
+                    host=host,
+                )
+            )
         headers = {**s.headers, **self.fixed_headers()}
         if key.value:
             headers.update(self.auth_headers(key.value))
@@ -530,7 +549,7 @@ class HTTPAdapter:
             return Err(error(ErrCode.NETWORK, f"{self.provider}: no HTTP client: {exc}", secrets))
         return await post_json(
             client,
-            join_url(s.base_url, path),
+            url,
             body,
             headers=headers,
             request_timeout=s.request_timeout,

@@ -6,11 +6,13 @@ imports no HTTP or database client.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from funcpipe.policy.models import Float, Int, PositiveDuration
 
@@ -78,6 +80,47 @@ def check_dsn(value: str) -> str:
     return value
 
 
+def env_fields(config: BaseModel) -> list[tuple[str, str]]:
+    """The ``(field, variable)`` pairs of the ``*_env`` fields of ``config`` that name a variable.
+
+    These are the variables the adapter reads when it runs (its API key,
+    typically), with the config's defaults applied.
+    """
+    out: list[tuple[str, str]] = []
+    for name in type(config).model_fields:
+        value = getattr(config, name, None)
+        if name.endswith("_env") and isinstance(value, str) and value:
+            out.append((name, value))
+    return out
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: traffic that never leaves the machine."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_key_transport(url: str) -> str | None:
+    """The host an API key would travel to in clear over ``url``, or None if that is safe.
+
+    Safe means ``https://`` (or another scheme), or plain ``http://`` to a
+    loopback host.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+    except ValueError:
+        return None  # not a URL at all: the request fails on its own, sending nothing
+    if parts.scheme.lower() != "http" or is_loopback_host(host):
+        return None
+    return host or url
+
+
 class AdapterConfig(BaseModel):
     """Base of every adapter config: frozen, unknown keys rejected."""
 
@@ -110,6 +153,10 @@ class _HTTPConfig(AdapterConfig):
         default_factory=dict, max_length=100, description="Extra request headers (no secrets)."
     )
     request_timeout: PositiveDuration = Field(60.0, description="HTTP-level timeout for one request.")
+    allow_insecure_http: bool = Field(
+        False,
+        description="Send the API key over plain http:// to a host that is not loopback (a trusted network only).",
+    )
 
     @field_validator("headers")
     @classmethod
@@ -120,6 +167,32 @@ class _HTTPConfig(AdapterConfig):
                     f"{name[:60]!r} is not an HTTP header name: use letters, digits and -, e.g. X-Request-Source"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _key_in_clear(self) -> Self:
+        host = insecure_key_transport(self.base_url) if self.api_key_env and not self.allow_insecure_http else None
+        if host is None:
+            return self
+        # Raised as a ValidationError so the error is located at base_url, not at the adapter.
+        raise ValidationError.from_exception_data(
+            type(self).__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "insecure_http",
+                        "plain http:// to {host} would send the API key ({env}) in clear",
+                        {
+                            "host": host,
+                            "env": self.api_key_env,
+                            "hint": "use https://; or, on a trusted network, set `allow_insecure_http: true` "
+                            "on this adapter; or `api_key_env: null` if the server needs no key",
+                        },
+                    ),
+                    loc=("base_url",),
+                    input=self.base_url,
+                )
+            ],
+        )
 
 
 class OpenAIConfig(_HTTPConfig):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from funcpipe.errors import SpecError, SpecErrors
-from funcpipe.spec import ErrorFormat, LoadedSpec, format_errors, load_spec
+from funcpipe.spec import ErrorFormat, LoadedSpec, SpecCheck, check_spec, format_errors, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,9 +69,20 @@ def load_or_exit(
         sys.exit(SpecError.exit_code)
 
 
-def _summary(loaded: LoadedSpec) -> str:
-    stages = len(loaded.spec.stages)
-    return f"pipeline {loaded.spec.name!r}, {stages} stage{'s' if stages != 1 else ''}"
+def _summary(check: SpecCheck) -> str:
+    name = f"pipeline {check.name!r}" if check.name else "pipeline"
+    return f"{name}, {check.stages} stage{'s' if check.stages != 1 else ''}"
+
+
+def _note(variable: str) -> str:
+    return f"{variable} is unset; it is read at run time (use --check-env to require it)"
+
+
+def _github_notice(file: str, message: str) -> str:
+    # The escaping of GitHub workflow commands, as for the error annotations.
+    data = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    prop = file.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(",", "%2C")
+    return f"::notice file={prop},title=funcpipe validate::{data}"
 
 
 @click.command()
@@ -84,14 +95,26 @@ def _summary(loaded: LoadedSpec) -> str:
     show_default=True,
     help="text for people, json for tools, github for workflow annotations.",
 )
+@click.option(
+    "--check-env",
+    is_flag=True,
+    help="Require the run's environment (deploy jobs): every ${VAR} without default, and every "
+    "variable an adapter's *_env field names, must be set.",
+)
 @spec_options
 def validate(
     files: tuple[Path, ...],
     fmt: ErrorFormat,
+    check_env: bool,
     overrides: tuple[str, ...],
     params_file: Path | None,
 ) -> None:
     """Check spec FILES and report every error in every file.
+
+    By default the run's environment is not needed (lint jobs, pre-commit):
+    an unset ${VAR} without default is a note, and what depends only on its
+    value is not checked. --check-env makes it an error, and also requires
+    the variables the adapters read (API keys).
 
     Exits 0 when all files are valid, 2 when any is not.
     """
@@ -100,13 +123,7 @@ def validate(
     internal = False
     for path in files:
         try:
-            loaded = load_spec(path, overrides=overrides, params_file=params_file)
-        except SpecErrors as exc:
-            status = max(status, SpecError.exit_code)
-            results.append({"file": str(path), "valid": False, "errors": exc.errors})
-            if fmt != "json":
-                click.echo(format_errors(exc.errors, fmt))
-            continue
+            check = check_spec(path, overrides=overrides, params_file=params_file, check_env=check_env)
         except Exception as exc:
             # A bug in funcpipe, not in the spec: say so plainly, go on with
             # the other files, and exit 1 so it is never mistaken for a verdict.
@@ -115,11 +132,30 @@ def validate(
                 f"{path}: internal error while validating: {type(exc).__name__}: {exc} (please report this bug)",
                 err=True,
             )
-            results.append({"file": str(path), "valid": False, "errors": []})
+            results.append({"file": str(path), "valid": False, "errors": [], "unset": [], "notes": []})
             continue
-        results.append({"file": str(path), "valid": True, "errors": []})
+        notes = [_note(v) for v in check.unset]
+        results.append(
+            {
+                "file": str(path),
+                "valid": check.valid,
+                "errors": list(check.errors),
+                "unset": list(check.unset),
+                "notes": notes,
+            }
+        )
+        if not check.valid:
+            status = max(status, SpecError.exit_code)
+            if fmt != "json":
+                click.echo(format_errors(check.errors, fmt))
+        elif fmt == "text":
+            click.echo(f"{path}: ok ({_summary(check)})")
         if fmt == "text":
-            click.echo(f"{path}: ok ({_summary(loaded)})")
+            for note in notes:
+                click.echo(f"{path}: note: {note}")
+        elif fmt == "github":
+            for note in notes:
+                click.echo(_github_notice(str(path), note))
     if fmt == "json":
         payload = {
             "valid": status == 0 and not internal,

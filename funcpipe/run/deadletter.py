@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import IO
 
 from funcpipe.core import ErrInfo, Item
+from funcpipe.errors import RunError
+from funcpipe.run.report import os_reason
 
 _SKIP_META = {"item", "stage"}
 
@@ -60,6 +62,29 @@ class DeadLetters:
         self.redact = redact
         self.count = 0
         self._fh: IO[str] | None = None
+
+    def check(self) -> None:
+        """Make sure the file can be written, before the run starts (it is opened on the first failure).
+
+        It is really opened for appending, not judged by its permission bits;
+        a missing directory is created, and a file created only to try is
+        removed again.
+
+        Raises:
+            RunError: naming the file and the reason.
+        """
+        existed = self.path.exists() or self.path.is_symlink()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise RunError(
+                f"cannot write the dead-letter file {self.path}: {os_reason(exc, self.path.parent)}; "
+                "make it writable, or set on_error.dead_letter to a writable path"
+            ) from None
+        if not existed:
+            self.path.unlink(missing_ok=True)
 
     def write(self, error: ErrInfo, stage: str) -> None:
         """Append one record and flush it."""

@@ -11,7 +11,7 @@ from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.models import NO_POLICY, Policy
 from funcpipe.ports import EmbedPort, Fingerprint, GeneratePort, Generation, QueryHit, VectorStorePort
-from funcpipe.run.runner import LazyAdapters, RunOptions
+from funcpipe.run.runner import LazyAdapters, RunOptions, missing_credentials
 
 
 @dataclass
@@ -134,6 +134,9 @@ async def answer_question(
     assert q is not None
     state_dir = opts.state_dir or pipeline.loaded.state_dir
     async with opts.open_resources(state_dir) as resources:
+        missing = missing_credentials(pipeline, (embedder_name, store_name, gen_name), resources)
+        if missing is not None:
+            raise RunError(missing)
         adapters = LazyAdapters(pipeline, resources)
         embedder: EmbedPort = adapters[embedder_name]
         store: VectorStorePort = adapters[store_name]

@@ -12,8 +12,10 @@ count and the first message (`print_failures`)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -81,11 +83,48 @@ class RunReport:
         return asdict(self)
 
     def write(self, path: Path) -> None:
-        """Write the report as JSON (atomically: temp file, then rename)."""
+        """Write the report as JSON (atomically: temp file, then rename).
+
+        Raises:
+            OSError: if it cannot be written; no temporary file is left behind.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+
+
+def unwritable(path: Path, *, directory: bool = False) -> str | None:
+    """Why `RunReport.write` (or, with ``directory``, a file inside ``path``) would fail, or None.
+
+    It is tried, not judged by permission bits: missing directories are
+    created (as writing does) and a temporary file is created there and removed.
+    """
+    folder = path if directory else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not directory and path.is_dir():
+            return "it is a directory"
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return os_reason(exc, folder)
+    return None
+
+
+def os_reason(exc: OSError, path: Path) -> str:
+    """Why writing under ``path`` failed, in words: ``Permission denied``, or which parent is a file."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        for parent in (path, *path.parents):
+            if parent.exists() and not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+    return str(exc.strerror or exc)
 
 
 def _fmt(v: float | None, spec: str) -> str:

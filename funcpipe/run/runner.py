@@ -14,12 +14,13 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from funcpipe.adapters.config import env_fields
 from funcpipe.compile import CompiledPipeline, CompiledStage
 from funcpipe.core import (
     AsyncGen,
@@ -40,7 +41,7 @@ from funcpipe.run.accounting import Accounting, Failures, StageStats
 from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
 from funcpipe.run.redact import Redactor
-from funcpipe.run.report import ErrorCount, RunReport, StageReport
+from funcpipe.run.report import ErrorCount, RunReport, StageReport, unwritable
 from funcpipe.spec.sources import check_sources
 from funcpipe.stages.base import StageContext
 
@@ -370,6 +371,11 @@ class Runner:
         base = str(self.pipeline.loaded.base_dir)
         if base not in sys.path:
             sys.path.insert(0, base)
+        missing = missing_credentials(
+            self.pipeline, {st.adapter for st in self.pipeline.stages if st.adapter}, resources
+        )
+        if missing is not None:
+            raise _NotStarted(missing)
         adapters = LazyAdapters(self.pipeline, resources)
         check_sources(self.pipeline.loaded)
         self._adapters = adapters
@@ -403,6 +409,7 @@ class Runner:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         status, exit_code, message = "ok", 0, None
+        self._check_outputs()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.loaded.fingerprint, self.run_id)
         loop = asyncio.get_running_loop()
@@ -419,6 +426,9 @@ class Runner:
                 drained = True
                 self.acct.finish()
                 await self._sync()
+        except* _NotStarted as eg:
+            # Nothing was done: there is no outcome to report, only the reason.
+            raise eg.exceptions[0] from None
         except* FailFast as eg:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
@@ -452,9 +462,7 @@ class Runner:
                 status, message = "interrupted", f"stopped by {name} after draining in-flight work"
             message += "; run again to resume"
         report = self._report(started, time.perf_counter() - t0, status, exit_code, message)
-        report.write(self.state_dir / f"{self.pipeline.name}.report.json")
-        if self.options.report_path is not None:
-            report.write(self.options.report_path)
+        self._write_report(report)
         return report
 
     # -- source sync ------------------------------------------------------
@@ -516,6 +524,53 @@ class Runner:
                 )
             chunks += res.value
         return len(gone), chunks
+
+    def _check_outputs(self) -> None:
+        """Fail before any work if the state directory, dead-letter file or report cannot be written.
+
+        Otherwise a run would stop at its first failed item, or lose its report
+        after all the work is done (and paid for).
+        """
+        problems: list[str] = []
+        reason = unwritable(self.state_dir, directory=True)
+        if reason is not None:
+            problems.append(
+                f"cannot write the state directory {self.state_dir}: {reason}; make it writable, "
+                "or remove what is in its way"
+            )
+        if reason is None or self.state_dir not in self.dead.path.parents:
+            try:
+                self.dead.check()
+            except RunError as exc:
+                problems.append(str(exc))
+        report_path = self.options.report_path
+        if report_path is not None and (reason := unwritable(report_path)) is not None:
+            problems.append(f"cannot write the report {report_path}: {reason}; choose a writable --report path")
+        if problems:
+            raise RunError("; ".join(problems) + " (nothing was run)")
+
+    def _write_report(self, report: RunReport) -> None:
+        """Write the report beside the state and to ``--report``; a failure is told, never raised."""
+        targets = [self.state_dir / f"{self.pipeline.name}.report.json"]
+        if self.options.report_path is not None:
+            targets.append(self.options.report_path)
+        failed: list[str] = []
+        written: list[Path] = []
+        for target in targets:
+            try:
+                report.write(target)
+                written.append(target)
+            except OSError as exc:
+                failed.append(f"the report could not be written to {target}: {exc.strerror or exc}")
+        if not failed:
+            return
+        # The run's outcome stands; only the missing report is added, and a
+        # run that went well still exits non-zero, since its record is lost.
+        report.message = self.redact("; ".join([*([report.message] if report.message else []), *failed]))
+        report.exit_code = report.exit_code or 1
+        for target in written:
+            with contextlib.suppress(OSError):
+                report.write(target)
 
     def _flush_ledger(self) -> None:
         """Commit settled items now and then, so a crash loses at most a moment's work."""
@@ -619,6 +674,47 @@ def _unpack(packed: bytearray) -> set[bytes]:
     return {bytes(packed[i : i + 16]) for i in range(0, len(packed), 16)}
 
 
+class _NotStarted(RunError):
+    """A pre-flight check failed after resources were opened, before any work."""
+
+
+def missing_credentials(pipeline: CompiledPipeline, names: Iterable[str], resources: Any) -> str | None:
+    """Why the adapters ``names`` cannot authenticate, or None: a variable they read (``*_env``) is unset or empty.
+
+    Checked before the first call: otherwise every item would be refused by
+    the service, one ``AUTH`` dead letter each.
+
+    Args:
+        pipeline: the compiled pipeline.
+        names: the adapters the command will use.
+        resources: the run's resources (`Resources.secret` reads the variables).
+
+    Returns:
+        One message naming each adapter and variable (never a value), or None.
+    """
+    problems: list[str] = []
+    for name in sorted(set(names)):
+        adapter = pipeline.adapters.get(name)
+        if adapter is None:
+            continue
+        for field_name, variable in env_fields(adapter.config):
+            try:
+                value = resources.secret(variable)
+            except RunError:
+                value = None
+            secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            if secret:
+                continue
+            kind = adapter.kind.name
+            which = f"its {field_name}" if field_name in adapter.config.model_fields_set else f"the {kind} default"
+            problems.append(
+                f"adapter {name!r} ({kind}) reads {variable} ({which}), which is not set or empty: export "
+                f"{variable}=... before the run, or set adapters.{name}.{field_name} to the variable that "
+                f"holds it ({field_name}: null if the service needs none)"
+            )
+    return "; ".join(problems) + " (nothing was called)" if problems else None
+
+
 def content_hash(item: Item) -> str:
     """What identifies a source item's content: its file hash if known, else a hash of its data."""
     known = item.meta.get("sha256")
@@ -648,4 +744,4 @@ async def run_pipeline(pipeline: CompiledPipeline, options: RunOptions | None = 
     return await Runner(pipeline, options).run()
 
 
-__all__ = ["RunOptions", "Runner", "run_pipeline"]
+__all__ = ["RunOptions", "Runner", "missing_credentials", "run_pipeline"]

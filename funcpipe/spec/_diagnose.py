@@ -276,6 +276,10 @@ def _describe(
             msg = f"{msg} (got {shown})"
         return msg, _hint_for(model, rel), False
     hint = _range_hint(model, rel) if kind in _RANGE_ERRORS else _hint_for(model, rel)
+    fix = (err.get("ctx") or {}).get("hint")
+    if isinstance(fix, str):
+        # A validator that knows the fix gives it (in its error's context).
+        hint = fix
     if msg.startswith("Input should be "):
         msg = "should be " + msg[len("Input should be ") :]
     elif msg.startswith("String should "):

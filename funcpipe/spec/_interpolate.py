@@ -3,16 +3,26 @@
 ``$${`` writes a literal ``${``. Fields whose name ends in ``_env`` hold the
 *name* of an environment variable (a secret's, typically): they are never
 interpolated, and their values are never read here.
+
+Linting (``funcpipe validate`` without ``--check-env``) runs where the secrets
+and the deploy environment are absent. There an unset variable stands for an
+unknown value: `UnknownValues` puts a unique placeholder in its place, and
+every error about a value holding a placeholder is dropped, since it says
+nothing about the spec, only about the value it was given.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
+from funcpipe.adapters.config import env_fields
 from funcpipe.errors import SpecError
-from funcpipe.spec._paths import Path
+from funcpipe.spec._paths import Path, format_path
 from funcpipe.spec._yaml import Document, walk_strings
 
 _TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
@@ -35,6 +45,40 @@ class _Unresolved(Exception):
         self.hint = hint
 
 
+class UnknownValues:
+    """Placeholders for the unset variables of a spec being linted, and the names seen.
+
+    A placeholder holds a random token, so no value written in a spec can be
+    mistaken for one.
+    """
+
+    def __init__(self) -> None:
+        self._token = secrets.token_hex(8)
+        self.names: list[str] = []
+        """The unset variables, in the order first met."""
+
+    def placeholder(self, name: str) -> str:
+        """The stand-in value of the unset variable ``name``."""
+        if name not in self.names:
+            self.names.append(name)
+        return f"\x00unset:{name}:{self._token}\x00"
+
+    def holds(self, text: str) -> bool:
+        """True if ``text`` contains a placeholder."""
+        return self._token in text
+
+    def independent(self, doc: Document, errors: Sequence[SpecError]) -> list[SpecError]:
+        """The ``errors`` that do not depend on an unknown value.
+
+        An error depends on one when it is about a value (as interpolated and
+        rendered) holding a placeholder, or when its text quotes one.
+        """
+        unknown = {format_path(path) for path, value in walk_strings(doc.data) if self.holds(value)}
+        return [
+            e for e in errors if e.path not in unknown and not self.holds(e.message) and not self.holds(e.hint or "")
+        ]
+
+
 def interpolate_text(text: str, env: Mapping[str, str]) -> str:
     """Replace every ``${VAR}``, ``${VAR:-default}`` and ``$${`` in ``text``.
 
@@ -47,7 +91,7 @@ def interpolate_text(text: str, env: Mapping[str, str]) -> str:
         raise ValueError(exc.message) from None
 
 
-def _interpolate(text: str, env: Mapping[str, str]) -> str:
+def _interpolate(text: str, env: Mapping[str, str], unknown: UnknownValues | None = None) -> str:
     def replace(m: re.Match[str]) -> str:
         token = m.group(0)
         if token == "$${":
@@ -63,6 +107,8 @@ def _interpolate(text: str, env: Mapping[str, str]) -> str:
             return value
         if default is not None:
             return default
+        if unknown is not None:
+            return unknown.placeholder(name)
         raise _Unresolved(
             f"environment variable {name} is not set and ${{{name}}} has no default",
             f"set {name}, or give a default: ${{{name}:-value}}",
@@ -71,11 +117,19 @@ def _interpolate(text: str, env: Mapping[str, str]) -> str:
     return _TOKEN.sub(replace, text)
 
 
-def interpolate_document(doc: Document, env: Mapping[str, str]) -> list[SpecError]:
+def interpolate_document(
+    doc: Document, env: Mapping[str, str], unknown: UnknownValues | None = None
+) -> list[SpecError]:
     """Interpolate every string value of ``doc`` in place; return the errors found.
 
     The text as written is remembered in ``doc.written`` for every rewritten
     value, so errors never show what came from the environment.
+
+    Args:
+        doc: the parsed document.
+        env: the variables.
+        unknown: when given, an unset variable without default is not an
+            error: its placeholder is written instead (linting).
     """
     errors: list[SpecError] = []
     for path, value in list(walk_strings(doc.data)):
@@ -85,7 +139,7 @@ def interpolate_document(doc: Document, env: Mapping[str, str]) -> list[SpecErro
         if "${" not in value:
             continue
         try:
-            new = _interpolate(value, env)
+            new = _interpolate(value, env, unknown)
         except _Unresolved as exc:
             errors.append(doc.error(path, exc.message, hint=exc.hint))
             continue
@@ -123,3 +177,31 @@ def _assign(data: Any, path: Path, value: object) -> None:
     for part in path[:-1]:
         target = target[part]
     target[path[-1]] = value
+
+
+def unset_env_fields(doc: Document, adapters: Mapping[str, BaseModel], env: Mapping[str, str]) -> list[SpecError]:
+    """An error for every variable an adapter reads at run time (``*_env``) that is unset or empty.
+
+    Each is located at the ``*_env`` field when the spec writes it, else at
+    the adapter, whose default names the variable. Values are never shown.
+    """
+    errors: list[SpecError] = []
+    for name, config in adapters.items():
+        kind = getattr(config, "kind", "?")
+        for field, variable in env_fields(config):
+            if env.get(variable):
+                continue
+            path: Path = ("adapters", name, field)
+            written = path in doc.places
+            if not written:
+                path = ("adapters", name)
+            which = f"its {field}" if written else f"the default {field} of {kind}"
+            errors.append(
+                doc.error(
+                    path,
+                    f"adapter {name!r} ({kind}) reads {variable} ({which}), which is not set or empty",
+                    hint=f"set {variable} in this environment; or set {field} to the variable that holds "
+                    f"the value (`{field}: null` if the service needs none)",
+                )
+            )
+    return errors

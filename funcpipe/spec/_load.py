@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from funcpipe.policy.models import NO_POLICY
 from funcpipe.registry import REGISTRY, Registry
 from funcpipe.spec._checks import TEMPLATE_FIELDS, check_document, resolve_policy, template_error
 from funcpipe.spec._diagnose import pydantic_errors, show
-from funcpipe.spec._interpolate import interpolate_document, is_env_field
+from funcpipe.spec._interpolate import UnknownValues, interpolate_document, is_env_field, unset_env_fields
 from funcpipe.spec._paths import Path, format_path, parse_path
 from funcpipe.spec._yaml import MAX_BYTES, Document, Mark, Place, parse_yaml, walk_strings
 from funcpipe.spec.loaded import LoadedSpec
@@ -162,6 +163,115 @@ def load_spec_text(
     Raises:
         SpecErrors: every error found, each located.
     """
+    loaded, errors, _ = _load_text(
+        text,
+        filename=filename,
+        base_dir=base_dir,
+        overrides=overrides,
+        params_file=params_file,
+        env=os.environ if env is None else env,
+        registry=registry,
+        unknown=None,
+    )
+    if errors or loaded is None:
+        raise SpecErrors(errors)
+    return loaded
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """What `check_spec` found in one spec.
+
+    Attributes:
+        errors: every error, each located; empty when the spec is valid.
+        unset: the variables ``${VAR}`` reads that are unset and have no
+            default, in the order met (always empty with ``check_env``,
+            where they are errors).
+        name: the pipeline's name, when the document gives one.
+        stages: how many stages the document lists.
+    """
+
+    errors: tuple[SpecError, ...]
+    unset: tuple[str, ...]
+    name: str | None
+    stages: int
+
+    @property
+    def valid(self) -> bool:
+        """True when no error was found."""
+        return not self.errors
+
+
+def check_spec(
+    path: str | FsPath,
+    *,
+    overrides: Sequence[str] = (),
+    params_file: str | FsPath | None = None,
+    env: Mapping[str, str] | None = None,
+    check_env: bool = False,
+    registry: Registry = REGISTRY,
+) -> SpecCheck:
+    """Validate the spec file at ``path`` without running anything (``funcpipe validate``).
+
+    By default the environment a run will have is not required: an unset
+    ``${VAR}`` without default is listed in `SpecCheck.unset`, and errors
+    about the values it would fill are not reported (they depend only on a
+    value that is not known here). Every other error is.
+
+    Args:
+        path: the spec file.
+        overrides: as for `load_spec`.
+        params_file: as for `load_spec`.
+        env: as for `load_spec`.
+        check_env: require the run's environment (deploy checks): an unset
+            ``${VAR}`` without default is an error, as is every unset or
+            empty variable an adapter's ``*_env`` field names.
+        registry: as for `load_spec`.
+    """
+    variables = os.environ if env is None else env
+    unknown = None if check_env else UnknownValues()
+
+    def unset() -> tuple[str, ...]:
+        return tuple(unknown.names) if unknown is not None else ()
+
+    try:
+        text = _read(FsPath(path))
+        _, errors, doc = _load_text(
+            text,
+            filename=str(path),
+            base_dir=FsPath(path).resolve().parent,
+            overrides=overrides,
+            params_file=params_file,
+            env=variables,
+            registry=registry,
+            unknown=unknown,
+            check_env_fields=check_env,
+        )
+    except SpecErrors as exc:
+        return SpecCheck(tuple(exc.errors), unset(), None, 0)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    name = data.get("name")
+    stages = data.get("stages")
+    return SpecCheck(
+        tuple(errors),
+        unset(),
+        name if isinstance(name, str) and not (unknown and unknown.holds(name)) else None,
+        len(stages) if isinstance(stages, list) else 0,
+    )
+
+
+def _load_text(
+    text: str,
+    *,
+    filename: str,
+    base_dir: FsPath | None,
+    overrides: Sequence[str],
+    params_file: str | FsPath | None,
+    env: Mapping[str, str],
+    registry: Registry,
+    unknown: UnknownValues | None,
+    check_env_fields: bool = False,
+) -> tuple[LoadedSpec | None, list[SpecError], Document]:
     doc = parse_yaml(text, filename)
     if not isinstance(doc.data, dict):
         raise SpecErrors(
@@ -178,7 +288,7 @@ def load_spec_text(
         errors.extend(_merge_params(doc, FsPath(params_file)))
     for n, arg in enumerate(overrides, start=1):
         errors.extend(_apply_override(doc, arg, n))
-    errors.extend(interpolate_document(doc, os.environ if env is None else env))
+    errors.extend(interpolate_document(doc, env, unknown))
     errors.extend(_render(doc))
     # A value that could not be interpolated or rendered is reported once,
     # not again by the validation that sees its raw text.
@@ -192,21 +302,29 @@ def load_spec_text(
     base = base_dir if base_dir is not None else FsPath.cwd()
     checked = check_document(doc, registry, base)
     errors.extend(e for e in checked.errors if e.path not in unresolved)
+    if check_env_fields:
+        errors.extend(unset_env_fields(doc, checked.adapters, env))
+    if unknown is not None:
+        errors = unknown.independent(doc, errors)
     if errors or spec is None:
-        raise SpecErrors(_ordered(errors, filename))
+        return None, _ordered(errors, filename), doc
 
     named = dict(spec.policies)
-    return LoadedSpec(
-        spec=spec,
-        path=FsPath(filename),
-        base_dir=base,
-        adapters=dict(checked.adapters),
-        stage_configs={k: cast(StageConfig, v) for k, v in checked.stage_configs.items()},
-        stage_policies={s.id: resolve_policy(s.policy, named, NO_POLICY) for s in spec.stages},
-        inputs=dict(checked.inputs),
-        fingerprint=stable_id(spec.model_dump(mode="json", by_alias=True)),
-        text=text,
-        variables={"params": spec.params},
+    return (
+        LoadedSpec(
+            spec=spec,
+            path=FsPath(filename),
+            base_dir=base,
+            adapters=dict(checked.adapters),
+            stage_configs={k: cast(StageConfig, v) for k, v in checked.stage_configs.items()},
+            stage_policies={s.id: resolve_policy(s.policy, named, NO_POLICY) for s in spec.stages},
+            inputs=dict(checked.inputs),
+            fingerprint=stable_id(spec.model_dump(mode="json", by_alias=True)),
+            text=text,
+            variables={"params": spec.params},
+        ),
+        [],
+        doc,
     )
 
 

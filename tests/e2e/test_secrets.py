@@ -223,6 +223,26 @@ class World:
             "query-json": (("query", spec, "what is the alpha document about?", "--json"), self.environ()),
             "query-wrong-password": (("query", spec, "alpha?"), self.environ(dsn=self.wrong_dsn)),
             "query-wrong-key": (("query", spec, "alpha?"), self.environ(key=WRONG_KEY)),
+            # Pre-flight refusals: a key over plain http, unwritable outputs, a missing key.
+            "run-insecure-http": (("run", spec), {**self.environ(), "OPENAI_BASE_URL": "http://192.0.2.1/v1"}),
+            "query-insecure-http": (
+                ("query", spec, "alpha?"),
+                {**self.environ(), "OPENAI_BASE_URL": "http://192.0.2.1/v1"},
+            ),
+            "run-unwritable-outputs": (
+                (
+                    "run",
+                    spec,
+                    "--set",
+                    "on_error.dead_letter=leak.yaml/dead.jsonl",
+                    "--report",
+                    str(p / "leak.yaml" / "report.json"),
+                ),
+                self.environ(),
+            ),
+            "run-no-key": (("run", spec, "--fresh"), self.environ(key="")),
+            "query-no-key": (("query", spec, "alpha?"), self.environ(key="")),
+            "validate-check-env": (("validate", "--check-env", spec), self.environ(key="")),
             "dry-run": (("run", spec, "--dry-run"), self.environ()),
             "dry-run-json": (("run", spec, "--dry-run", "--log-format", "json"), self.environ()),
         }
@@ -253,6 +273,8 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The valid spec and its invalid variants, outside the project (one holds a pasted key)."""
     root = tmp_path_factory.mktemp("specs")
     (root / "leaky.py").write_text(LEAKY, encoding="utf-8")
+    (root / "corpus").mkdir()  # the source the specs name must exist to validate
+    (root / "corpus" / "alpha.md").write_text(CORPUS["alpha.md"], encoding="utf-8")
     paths = [root / "valid.yaml"]
     paths[0].write_text(SPEC, encoding="utf-8")
     for name, (prefix, line) in INVALID.items():
@@ -386,11 +408,42 @@ def test_query_answer_never_shows_a_secret(scene: str, world: World) -> None:
     assert_no_canary(output(proc), scene)
 
 
+# -- pre-flight refusals -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scene", "code"),
+    [
+        ("run-insecure-http", 2),
+        ("query-insecure-http", 2),
+        ("run-unwritable-outputs", 1),
+        ("run-no-key", 1),
+        ("query-no-key", 1),
+        ("validate-check-env", 2),
+    ],
+)
+def test_preflight_refusals_never_show_a_secret(scene: str, code: int, world: World) -> None:
+    proc = world.scene(scene)
+    assert proc.returncode == code, output(proc)
+    assert "Traceback" not in output(proc)
+    assert_no_canary(output(proc), scene)
+
+
 # -- and nothing on disk ---------------------------------------------------------------------
 
 
 def test_no_file_of_the_project_holds_a_secret(world: World) -> None:
-    for name in ("run", "run-json", "run-fail-fast", "run-wrong-key", "run-wrong-password", "graph-png"):
+    for name in (
+        "run",
+        "run-json",
+        "run-fail-fast",
+        "run-wrong-key",
+        "run-wrong-password",
+        "graph-png",
+        "run-insecure-http",
+        "run-unwritable-outputs",
+        "run-no-key",
+    ):
         world.scene(name)
     state = world.project / ".funcpipe"
     files = [
