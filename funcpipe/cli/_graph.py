@@ -24,7 +24,7 @@ def graph(spec: Path, overrides: tuple[str, ...], params_file: Path | None, fmt:
     mermaid and dot are text; svg and png need Graphviz; html is one
     self-contained page that renders offline.
     """
-    pipeline = compile_pipeline(load_or_exit(spec, overrides, params_file))
+    pipeline = compile_pipeline(load_or_exit(spec, overrides, params_file, check_sources=False))
     try:
         data = render(pipeline, fmt)
     except FuncpipeError as exc:

@@ -124,7 +124,7 @@ def query(
     from funcpipe.run.query import answer_question
     from funcpipe.run.redact import Redactor
 
-    loaded = load_or_exit(spec, overrides, params_file)
+    loaded = load_or_exit(spec, overrides, params_file, check_sources=False)
     pipeline = compile_pipeline(loaded)
     try:
         ans = asyncio.run(answer_question(pipeline, question, top_k=top_k))

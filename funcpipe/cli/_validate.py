@@ -60,10 +60,14 @@ def load_or_exit(
     params_file: str | Path | None = None,
     *,
     fmt: ErrorFormat = "text",
+    check_sources: bool = True,
 ) -> LoadedSpec:
-    """Load a spec, or print its located errors to stderr and exit with code 2."""
+    """Load a spec, or print its located errors to stderr and exit with code 2.
+
+    ``check_sources`` is off for commands that read no source (``graph``, ``query``).
+    """
     try:
-        return load_spec(path, overrides=overrides, params_file=params_file)
+        return load_spec(path, overrides=overrides, params_file=params_file, check_sources=check_sources)
     except SpecErrors as exc:
         click.echo(format_errors(exc.errors, fmt), err=True)
         sys.exit(SpecError.exit_code)

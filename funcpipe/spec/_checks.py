@@ -456,15 +456,17 @@ def check_prompt(doc: Document, path: Path, source: str) -> list[SpecError]:
     return errors
 
 
-def check_document(doc: Document, registry: Registry, base_dir: FsPath) -> Checked:
+def check_document(doc: Document, registry: Registry, base_dir: FsPath, *, check_sources: bool = True) -> Checked:
     """Run the second pass over a document's data.
 
     User callables named by import path are imported with ``base_dir`` (the
-    spec's directory) importable, as the runner does.
+    spec's directory) importable, as the runner does. With ``check_sources``,
+    source paths written literally must exist (see `funcpipe.spec.sources`).
     """
     with _importable(base_dir):
         checked = _Checker(doc, registry).run()
-    checked.errors.extend(source_path_errors(doc, checked.stage_configs, base_dir))
+    if check_sources:
+        checked.errors.extend(source_path_errors(doc, checked.stage_configs, base_dir))
     return checked
 
 

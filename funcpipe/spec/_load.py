@@ -38,6 +38,7 @@ def load_spec(
     params_file: str | FsPath | None = None,
     env: Mapping[str, str] | None = None,
     registry: Registry = REGISTRY,
+    check_sources: bool = True,
 ) -> LoadedSpec:
     """Load, validate and resolve the spec file at ``path``.
 
@@ -48,6 +49,8 @@ def load_spec(
         params_file: a YAML mapping merged into ``params``.
         env: the variables ``${VAR}`` reads (default: the process environment).
         registry: the stage and adapter kinds.
+        check_sources: check that source paths written literally exist (off
+            for commands that read no source: ``graph``, ``query``).
 
     Raises:
         SpecErrors: every error found, each located.
@@ -62,6 +65,7 @@ def load_spec(
         params_file=params_file,
         env=env,
         registry=registry,
+        check_sources=check_sources,
     )
 
 
@@ -148,6 +152,7 @@ def load_spec_text(
     params_file: str | FsPath | None = None,
     env: Mapping[str, str] | None = None,
     registry: Registry = REGISTRY,
+    check_sources: bool = True,
 ) -> LoadedSpec:
     """Load, validate and resolve a spec given as text.
 
@@ -159,6 +164,7 @@ def load_spec_text(
         params_file: as for `load_spec`.
         env: as for `load_spec`.
         registry: as for `load_spec`.
+        check_sources: as for `load_spec`.
 
     Raises:
         SpecErrors: every error found, each located.
@@ -172,6 +178,7 @@ def load_spec_text(
         env=os.environ if env is None else env,
         registry=registry,
         unknown=None,
+        check_sources=check_sources,
     )
     if errors or loaded is None:
         raise SpecErrors(errors)
@@ -271,6 +278,7 @@ def _load_text(
     registry: Registry,
     unknown: UnknownValues | None,
     check_env_fields: bool = False,
+    check_sources: bool = True,
 ) -> tuple[LoadedSpec | None, list[SpecError], Document]:
     doc = parse_yaml(text, filename)
     if not isinstance(doc.data, dict):
@@ -300,7 +308,7 @@ def _load_text(
     except ValidationError as exc:
         errors.extend(e for e in pydantic_errors(doc, exc, model=PipelineSpec) if e.path not in unresolved)
     base = base_dir if base_dir is not None else FsPath.cwd()
-    checked = check_document(doc, registry, base)
+    checked = check_document(doc, registry, base, check_sources=check_sources)
     errors.extend(e for e in checked.errors if e.path not in unresolved)
     if check_env_fields:
         errors.extend(unset_env_fields(doc, checked.adapters, env))

@@ -44,7 +44,7 @@ stages:
 
 @pytest.fixture
 def fan(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return compile_pipeline(load_spec_text(FAN, base_dir=tmp_path))
+    return compile_pipeline(load_spec_text(FAN, base_dir=tmp_path, check_sources=False))
 
 
 def test_policy_summary_is_compact() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from funcpipe.errors import SpecErrors
 from funcpipe.spec import load_spec
 from tests.spec._support import MINIMAL, errors_of, load, only_error
 
@@ -84,3 +88,24 @@ def test_stages_after_an_unknown_kind_are_still_checked() -> None:
 def test_an_invalid_adapter_does_not_hide_stage_errors() -> None:
     text = MINIMAL + "  - {id: x, use: text.chunk, with: {size: 1}}\nadapters:\n  a: {kind: x}\n"
     assert [e.path for e in errors_of(text)] == ["stages[1].with.size", "adapters.a.kind"]
+
+
+def test_commands_that_read_no_source_do_not_check_source_paths(tmp_path: Path) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "version: 1\nname: p\nstages:\n  - {id: load, use: source.files, with: {path: gone}}\n"
+        "  - {id: out, use: sink.jsonl, with: {path: out.jsonl}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecErrors) as exc:
+        load_spec(spec)
+    assert [e.path for e in exc.value.errors] == ["stages[0].with.path"]
+    assert load_spec(spec, check_sources=False).spec.name == "p"
+    graph = subprocess.run(
+        [sys.executable, "-m", "funcpipe", "graph", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert graph.returncode == 0 and "load" in graph.stdout, graph.stderr
+    validate = subprocess.run(
+        [sys.executable, "-m", "funcpipe", "validate", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert validate.returncode == 2 and "stages[0].with.path" in validate.stderr + validate.stdout
