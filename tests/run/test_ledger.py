@@ -171,7 +171,7 @@ _ops = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(_ops)
 def test_after_close_an_item_is_done_exactly_when_its_last_record_is_done_with_that_content(ops: list[object]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
