@@ -13,6 +13,7 @@ This file only marks: it adds no fixture and changes no behaviour.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable
@@ -37,7 +38,9 @@ _SLOW_CODE = re.compile(
 """What starts a process or the embedded server."""
 
 
+@functools.cache
 def _source(obj: Callable[..., Any] | type) -> str:
+    # Cached: a parametrized test, a shared fixture or helper is read once.
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):
