@@ -182,18 +182,31 @@ def validate(
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the schema to this file instead of standard output.",
+    help="Write to this file instead of standard output.",
 )
-def schema(output: Path | None) -> None:
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Print the Markdown reference of every stage and adapter kind (docs/reference.md) instead.",
+)
+def schema(output: Path | None, reference: bool) -> None:
     """Print the JSON Schema of a spec (for editors and CI).
 
-    It covers the built-in kinds and those of installed plugins.
+    It covers the built-in kinds and those of installed plugins. With
+    --reference, print the same kinds as a Markdown reference: every field
+    with its type, default, bounds and description.
     """
     from funcpipe.registry import REGISTRY
-    from funcpipe.spec.schema import schema_json
 
     REGISTRY.load_entry_points()
-    text = schema_json(REGISTRY)
+    if reference:
+        from funcpipe.spec.reference import reference_markdown
+
+        text = reference_markdown(REGISTRY)
+    else:
+        from funcpipe.spec.schema import schema_json
+
+        text = schema_json(REGISTRY)
     if output is None:
         click.echo(text, nl=False)
     else:
