@@ -100,10 +100,10 @@ class Display(Protocol):
     `funcpipe.run.logging.JsonEventLog` (JSON lines) are displays.
     """
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event, /) -> None:
         """Take one event."""
 
-    def notice(self, message: str) -> None:
+    def notice(self, message: str, /) -> None:
         """Take one status line (already redacted)."""
 
 
@@ -218,15 +218,15 @@ class RunSession:
         self._displays: list[Display] = []
         self._started = False
         self._report: RunReport | None = None
+        passed: Mapping[str, Any] = options
         given: dict[str, Any] = {
-            k: options[k]  # type: ignore[literal-required]
+            k: passed[k]
             for k in ("fresh", "seed", "shutdown_timeout", "handle_signals", "clock", "buffer", "resources")
-            if k in options
+            if k in passed
         }
         for key in ("report_path", "state_dir"):
-            value = options.get(key)
-            if value is not None:
-                given[key] = Path(value)  # type: ignore[arg-type]
+            if passed.get(key) is not None:
+                given[key] = Path(passed[key])
         # The runner gets one fixed sink and one fixed notifier, both ours: what
         # is attached later is reached through them.
         self._runner: Runner = Runner(
@@ -486,7 +486,9 @@ def load(
         SpecErrors: every error found, each located (file, line, column, path, hint).
     """
     overrides, params_file = _spec_inputs(set, params)
-    loaded = load_spec(os.fspath(path), overrides=overrides, params_file=params_file, env=env, check_sources=check_sources)
+    loaded = load_spec(
+        os.fspath(path), overrides=overrides, params_file=params_file, env=env, check_sources=check_sources
+    )
     return Pipeline(loaded, compile_pipeline(loaded))
 
 
