@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar, Unpack
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar, Unpack, overload
 
 from funcpipe.compile import CompiledPipeline, compile_pipeline
 from funcpipe.policy.clock import Clock
@@ -278,10 +278,13 @@ class RunSession:
     async def run_async(self) -> RunReport:
         """Run to the end in the running event loop and return the report (also written to disk).
 
+        A run that fails as a whole once started (a service refused, a
+        source path gone) returns its report, with ``status`` ``"error"``
+        and the reason in ``message``; a failed item is counted in it.
+
         Raises:
-            SpecError: the spec cannot run as written (a source path is gone, say).
-            RunError: the run could not start or failed as a whole (a failed
-                item is not an error: it is counted in the report).
+            RunError: the run could not start, and nothing was done (an unset
+                API key, an unwritable state directory or report path).
             RuntimeError: if this session has run already.
         """
         if self._started:
@@ -357,7 +360,9 @@ class Pipeline:
 
         Items that fail do not raise: they are dead-lettered and counted
         (``report.exit_code`` is 1, ``report.accounting["failed"]`` says how
-        many). Done items are recorded, so a second run redoes only what changed.
+        many). Nor does a run that fails as a whole once started: its report
+        has ``status`` ``"error"`` and the reason in ``message``. Done items
+        are recorded, so a second run redoes only what changed.
 
         Args:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
@@ -365,9 +370,8 @@ class Pipeline:
                 ``state_dir``, ``clock``, ``buffer``, ``resources`` (see `RunSettings`).
 
         Raises:
-            SpecError: the spec cannot run as written (a source path is gone, say).
-            RunError: the run could not start (missing credentials, an
-                unwritable state directory...) or failed as a whole.
+            RunError: the run could not start, and nothing was done (an unset
+                API key, an unwritable state directory or report path).
             RuntimeError: when called inside a running event loop: use `run_async`.
         """
         _check_settings(options)
@@ -393,6 +397,15 @@ class Pipeline:
             RuntimeError: when called inside a running event loop: use `query_async`.
         """
         return _sync("Pipeline.query()", "pipeline.query_async()", lambda: self.query_async(question, top_k=top_k))
+
+    @overload
+    def render(self, format: Literal["png"]) -> bytes: ...
+
+    @overload
+    def render(self, format: Literal["mermaid", "dot", "svg", "html"] = "mermaid") -> str: ...
+
+    @overload
+    def render(self, format: str) -> str | bytes: ...
 
     def render(self, format: str = "mermaid") -> str | bytes:
         """Draw the pipeline: ``mermaid``, ``dot``, ``svg`` and ``html`` as text, ``png`` as bytes.
