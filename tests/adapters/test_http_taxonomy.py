@@ -1,4 +1,4 @@
-"""The shared HTTP error taxonomy, retry hints, redaction and batching of funcpipe.adapters._http."""
+"""The shared HTTP error taxonomy, retry hints, redaction and batching of funcpipe.adapters.http."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from funcpipe.adapters._http import (
+from funcpipe.adapters.http import (
     REDACTED,
     check_vectors,
     embed_in_batches,
