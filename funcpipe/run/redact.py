@@ -11,40 +11,34 @@ messages) through one `Redactor`::
     redact = Redactor.for_pipeline(pipeline)
     redact("token sk-live-123456 refused")       # 'token [REDACTED] refused'
     redact.scrub({"error": {"msg": "...", "meta": {...}}})
+
+How a value is hidden is decided in `funcpipe._redact`, shared with the HTTP
+adapters; this module only works out which values a run knows.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
-from urllib.parse import unquote
 
 from pydantic import BaseModel
 
+from funcpipe._redact import MIN_SECRET, REDACTED, Redaction, dsn_passwords
 from funcpipe.compile import CompiledPipeline
 
-REDACTED = "[REDACTED]"
-MIN_SECRET = 6
-"""Shorter values are not hidden: no one issues such keys, and hiding every
-``abc`` would make messages unreadable (the same bound as the adapters')."""
 
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#\s]*:([^@/?#\s]+)@")
-_QUERY_PASSWORD = re.compile(r"(?i)\bpassword=([^&#\s]+)")
-
-
-class Redactor:
+class Redactor(Redaction):
     """Replaces known secret values by ``[REDACTED]`` in text and in JSON-like values.
+
+    Only the values it knows: unlike the HTTP layer it does not guess at
+    credential shapes, so user data that merely looks like a key is kept.
 
     Args:
         secrets: the values to hide; those shorter than `MIN_SECRET` are ignored.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so that a secret containing another is hidden whole.
-        self.secrets: tuple[str, ...] = tuple(
-            sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=lambda s: (-len(s), s))
-        )
+        super().__init__(secrets, shapes=False)
 
     @classmethod
     def for_pipeline(cls, pipeline: CompiledPipeline, environ: Mapping[str, str] | None = None) -> Redactor:
@@ -59,25 +53,6 @@ class Redactor:
         trees += [a.config for a in pipeline.adapters.values()]
         trees += [s.config for s in pipeline.stages]
         return cls(secrets_in(trees, env))
-
-    def __call__(self, text: str) -> str:
-        """``text`` with every known secret replaced."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def scrub(self, value: object) -> object:
-        """A copy of a JSON-like ``value`` (dicts, lists, strings...) with every string redacted."""
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, Mapping):
-            return {self(k) if isinstance(k, str) else k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
-        return value
 
 
 def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:
@@ -96,9 +71,7 @@ def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:
             if secret:
                 found.add(secret)
             continue
-        for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
-            for m in pattern.finditer(value):
-                found.update({m.group(1), unquote(m.group(1))})
+        found.update(dsn_passwords(value))
     return found
 
 
