@@ -283,7 +283,8 @@ async def _noop() -> Result[None, ErrInfo]:
 EVERY_POLICY = Policy(
     timeout=Timeout(attempt=60.0, total=600.0),
     retry=Retry(max_attempts=3, backoff=Backoff(kind="exponential")),
-    rate_limit=RateLimit(requests=1_000_000_000, per=1.0, burst=1_000_000),
+    # The largest values the model allows: a billion calls a second, never reached here.
+    rate_limit=RateLimit(requests=1_000_000, per=0.001, burst=100_000),
     circuit_breaker=CircuitBreaker(),
     concurrency=CONCURRENCY,
 )
