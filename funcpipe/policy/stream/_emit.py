@@ -51,7 +51,7 @@ class Emitter(Generic[T, U]):
         self.consumer_waiter: asyncio.Future[None] | None = None
 
     def slot(self, value: T, key: str = "") -> Slot[T, U]:
-        """A slot for ``value``, queued in its lane when ordered."""
+        """A slot for ``value`` of fairness ``key``, queued in its lane when ordered."""
         if not self.ordered:
             return Slot(value, None, key)
         if self.keyed:

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrInfo, Result, user_error
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import EventSink, null_sink
-from funcpipe.policy.stream._emit import Emitter, wake
+from funcpipe.policy.stream._emit import Emitter, Slot, wake
 from funcpipe.policy.stream._waiting import Batches, Queue
 
 T = TypeVar("T")
@@ -96,7 +96,8 @@ class Engine(Generic[T, U]):
         capacity = max(size, buffer if buffer is not None else default)
         self._window = capacity + 2 * workers * size
         self.waiting: Queue[T, U] | Batches[T, U]
-        if call_batch is None and key is None:
+        self._batches = call_batch is not None or key is not None
+        if not self._batches:
             self.waiting = Queue(self, capacity)
         else:
             self.waiting = Batches(
@@ -175,7 +176,9 @@ class Engine(Generic[T, U]):
 
     async def _read(self) -> None:
         emitter = self.emitter
-        new_slot = emitter.slot
+        keyed_slot = emitter.slot
+        # Without fairness every slot joins the stream's one lane (or none): made here, once per item, cheaply.
+        lane = emitter.lane if emitter.ordered else None
         offer = self.waiting.offer
         fair_key = self._key
         window = self._window
@@ -188,7 +191,12 @@ class Engine(Generic[T, U]):
                     emitter.passed(r)
                     continue
                 value = r.value
-                slot = new_slot(value) if fair_key is None else new_slot(value, fair_key(value))
+                if fair_key is None:
+                    slot: Slot[T, U] = Slot(value, lane)
+                    if lane is not None:
+                        lane.append(slot)
+                else:
+                    slot = keyed_slot(value, fair_key(value))
                 while not offer(slot):
                     await self._block(for_window=False)
         except asyncio.CancelledError:
@@ -227,7 +235,8 @@ class Engine(Generic[T, U]):
         return self.reader_waiter is not None and not self._running and not self.emitter.ready
 
     def _unstall(self) -> None:
-        if self.stalled() and len(self.waiting):
+        # Only a partial batch can be stuck: a plain queue's items always wake a worker as they arrive.
+        if self._batches and self.stalled() and len(self.waiting):
             self._wake_all_workers()
 
     # -- the workers --------------------------------------------------------------
