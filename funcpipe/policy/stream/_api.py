@@ -209,4 +209,3 @@ def _weights(policy: Policy) -> Mapping[str, float] | None:
         return None
     DeficitRoundRobin(policy.fairness.weights)  # refuses bad weights now, not when the stream runs
     return policy.fairness.weights
-

@@ -175,4 +175,3 @@ class _PartFailed:
     """A split part's call failed because of its items: carried as a value past the breaker."""
 
     error: ErrInfo
-
