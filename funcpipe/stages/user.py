@@ -10,7 +10,6 @@ from funcpipe.core import (
     AsyncGen,
     AsyncPlan,
     Err,
-    ErrCode,
     ErrInfo,
     Item,
     Ok,
@@ -108,8 +107,3 @@ def _drop_marked(gen: AsyncGen[object]) -> AsyncGen[Item]:
 
 def _not_dropped(value: object) -> bool:
     return value is not _DROPPED
-
-
-def bad_input(item: Item, ctx: StageContext, msg: str) -> Err[ErrInfo]:
-    """A ``BAD_INPUT`` error for ``item`` at this stage."""
-    return Err(ctx.fail(item, ErrInfo(ErrCode.BAD_INPUT, msg)))
