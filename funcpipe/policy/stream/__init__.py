@@ -53,9 +53,10 @@ The package, one job per module:
 - ``_api``: `apply_stream_policy` and `apply_batch_policy`, which read the
   policy once and choose the engine's parts;
 - ``_calls``: the call for one item, and the batch call with its poison split out;
-- ``_engine``: the reader, the worker pool, the timer and the consumer;
-- ``_waiting``: how items wait for a worker (a plain queue, or batches and
-  fairness over `funcpipe.policy.batching.WaitingItems`);
+- ``_engine``: the reader, the worker pool, the timer and the consumer, with
+  a plain stream's queue handled inline (the path most stages run);
+- ``_waiting``: how items wait for a worker with batching or fairness, over
+  `funcpipe.policy.batching.WaitingItems`;
 - ``_emit``: results in input order, per lane, or as they complete.
 """
 

@@ -6,10 +6,14 @@ needed, a timer for ``max_wait`` and a watcher for ``shutdown``. Closing or
 cancelling the stream cancels and awaits every one of them, then closes its
 input, so nothing outlives it.
 
-How items wait for a worker is a strategy chosen once per stream
-(`funcpipe.policy.stream._waiting`); how results leave is the `Emitter`'s
-business (`funcpipe.policy.stream._emit`). What a worker calls is either one
-plan per item or one batch call per batch.
+How items wait for a worker is chosen once per stream. A plain stream (one
+item per call, no fairness) is what almost every concurrent stage runs, so
+its reader and workers handle its bare deque, and the worker orders its
+results, inline: per item that path makes no call of its own but the plan's.
+Batching and fairness wait in `funcpipe.policy.stream._waiting.Batches`.
+How results leave is the `Emitter`'s business
+(`funcpipe.policy.stream._emit`). What a worker calls is either one plan per
+item or one batch call per batch.
 
 Everything runs on one event loop, so the shared state needs no locks: it
 changes only between awaits.
@@ -26,7 +30,7 @@ from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrInfo, Result, user_error
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import EventSink, null_sink
 from funcpipe.policy.stream._emit import Emitter, Slot, wake
-from funcpipe.policy.stream._waiting import Batches, Queue
+from funcpipe.policy.stream._waiting import Batches
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -95,12 +99,11 @@ class Engine(Generic[T, U]):
         # A full batch must fit, or a batch could only ever leave by flushing.
         capacity = max(size, buffer if buffer is not None else default)
         self._window = capacity + 2 * workers * size
-        self.waiting: Queue[T, U] | Batches[T, U]
-        self._batches = call_batch is not None or key is not None
-        if not self._batches:
-            self.waiting = Queue(self, capacity)
-        else:
-            self.waiting = Batches(
+        self._capacity = capacity
+        self._queue: deque[Slot[T, U]] = deque()  # a plain stream's waiting items
+        self.batches: Batches[T, U] | None = None  # None for a plain stream
+        if call_batch is not None or key is not None:
+            self.batches = Batches(
                 self,
                 size=size,
                 max_wait=max_wait,
@@ -111,7 +114,7 @@ class Engine(Generic[T, U]):
             )
 
         self._outstanding = 0  # read and not yet consumed
-        self._running = 0  # calls in flight
+        self._running = 0  # calls in flight, counted only with batches: a plain queue never stalls
         self._input_done = False
         self.flush = False  # end of input or shutdown: partial batches leave at once
         self._upstream_error: Exception | None = None
@@ -129,9 +132,10 @@ class Engine(Generic[T, U]):
         """Start the tasks, yield results as they become ready, and always clean up."""
         loop = self._loop = asyncio.get_running_loop()
         parts = [("reader", self._read), *(("worker", self._work) for _ in range(self._workers))]
-        if isinstance(self.waiting, Batches) and self.waiting.timed:
+        batches = self.batches
+        if batches is not None and batches.timed:
             parts.append(("timer", self._time))
-        if self._shutdown is not None and isinstance(self.waiting, Batches):
+        if self._shutdown is not None and batches is not None:
             parts.append(("shutdown", self._watch))
         tasks = [loop.create_task(self._guard(part), name=f"funcpipe.stream.{name}") for name, part in parts]
         emitter = self.emitter
@@ -176,10 +180,12 @@ class Engine(Generic[T, U]):
 
     async def _read(self) -> None:
         emitter = self.emitter
-        keyed_slot = emitter.slot
+        batches = self.batches
+        queue = self._queue
+        capacity = self._capacity
+        idle = self.idle
         # Without fairness every slot joins the stream's one lane (or none): made here, once per item, cheaply.
         lane = emitter.lane if emitter.ordered else None
-        offer = self.waiting.offer
         fair_key = self._key
         window = self._window
         try:
@@ -196,9 +202,16 @@ class Engine(Generic[T, U]):
                     if lane is not None:
                         lane.append(slot)
                 else:
-                    slot = keyed_slot(value, fair_key(value))
-                while not offer(slot):
-                    await self._block(for_window=False)
+                    slot = emitter.slot(value, fair_key(value))
+                if batches is None:
+                    while len(queue) >= capacity:
+                        await self._block(for_window=False)
+                    queue.append(slot)
+                    if idle and not self.waking:
+                        self.wake_worker()
+                else:
+                    while not batches.offer(slot):
+                        await self._block(for_window=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -236,48 +249,84 @@ class Engine(Generic[T, U]):
 
     def _unstall(self) -> None:
         # Only a partial batch can be stuck: a plain queue's items always wake a worker as they arrive.
-        if self._batches and self.stalled() and len(self.waiting):
+        batches = self.batches
+        if batches is not None and self.stalled() and len(batches):
             self._wake_all_workers()
 
     # -- the workers --------------------------------------------------------------
 
     async def _work(self) -> None:
-        take = self.waiting.take
-        waiting = self.waiting
-        resolve = self.emitter.resolve
+        batches = self.batches
+        queue = self._queue
+        emitter = self.emitter
+        ready = emitter.ready
         call_batch = self._call_batch
         plan_for = self._plan_for
         on_error = self._on_error
         idle = self.idle
         loop = self._loop
         while True:
-            slots = take()
-            if slots is None:
-                if self._input_done and not len(waiting):
+            if batches is None:
+                if queue:
+                    slot: Slot[T, U] | None = queue.popleft()
+                    # Waking a reader that waits for the window too keeps it close behind: measurably faster.
+                    if self.reader_waiter is not None:
+                        self.wake_reader()
+                    # Wake one more worker only while none is on its way: when calls
+                    # finish without suspending, one worker drains the queue alone.
+                    if queue and idle and not self.waking:
+                        self.wake_worker()
+                else:
+                    slot = None
+            else:
+                slots = batches.take()
+                if slots is None:
+                    slot = None
+                elif call_batch is not None:
+                    self._running += 1
+                    results = await call_batch([s.value for s in slots])
+                    self._running -= 1
+                    for s, res in zip(slots, results, strict=True):
+                        emitter.resolve(s, res)
+                    continue
+                else:
+                    slot = slots[0]
+                    self._running += 1
+            if slot is None:
+                if self._input_done and (batches is None or not len(batches)):
                     return
                 waiter = loop.create_future()
                 idle.append(waiter)
                 await waiter
                 self.waking -= 1
                 continue
-            self._running += 1
-            if call_batch is None:
-                assert plan_for is not None
-                slot = slots[0]
-                value = slot.value
-                try:
-                    res = await plan_for(value)()
-                except Exception as exc:
-                    res = Err(user_error(exc))
-                if on_error is not None and isinstance(res, Err):
-                    res = Err(on_error(value, res.error))
+            assert plan_for is not None
+            value = slot.value
+            try:
+                res = await plan_for(value)()
+            except Exception as exc:
+                res = Err(user_error(exc))
+            if on_error is not None and isinstance(res, Err):
+                res = Err(on_error(value, res.error))
+            if batches is not None:
                 self._running -= 1
-                resolve(slot, res)
+                emitter.resolve(slot, res)
+                continue
+            # `Emitter.resolve` inline, for the plain stream's one lane (or none).
+            lane = slot.lane
+            if lane is None:
+                ready.append(res)
             else:
-                results = await call_batch([s.value for s in slots])
-                self._running -= 1
-                for slot, res in zip(slots, results, strict=True):
-                    resolve(slot, res)
+                slot.result = res
+                if lane[0] is not slot:
+                    continue  # it waits for the results before it
+                lane.popleft()
+                ready.append(res)
+                while lane and (head := lane[0].result) is not None:
+                    lane.popleft()
+                    ready.append(head)
+            if emitter.consumer_waiter is not None:
+                emitter.wake()
 
     def wake_worker(self) -> None:
         """Wake one idle worker."""
@@ -301,9 +350,9 @@ class Engine(Generic[T, U]):
 
     async def _time(self) -> None:
         """Wake a worker when the oldest waiting item has waited ``max_wait``."""
-        assert isinstance(self.waiting, Batches)
-        size = self.waiting.size
-        waiting = self.waiting.waiting
+        assert self.batches is not None
+        size = self.batches.size
+        waiting = self.batches.waiting
         clock = self.clock
         while not self.flush:
             due = waiting.due_at()

@@ -1,20 +1,18 @@
-"""How read items wait for a worker: the engine's strategy, chosen once per stream.
+"""How read items wait for a worker with batching or fairness.
 
-`Queue` is the plain stream's: one item per call, in arrival order, in a bare
-deque. It is the path of every concurrent stage without batching, so each of
-its steps is kept to a few attribute reads. `Batches` serves batching and
-fairness through `funcpipe.policy.batching.WaitingItems`: a batch leaves when
-full, when its oldest item has waited ``max_wait``, on a flush (end of input,
-shutdown) or when the reader is stalled for room only a partial batch can make.
+`Batches` serves both through `funcpipe.policy.batching.WaitingItems`: a
+batch leaves when full, when its oldest item has waited ``max_wait``, on a
+flush (end of input, shutdown) or when the reader is stalled for room only a
+partial batch can make. A plain stream (one item per call, in arrival order)
+needs none of that: its items wait in a bare deque the engine handles inline.
 
-Both only put items in and take them out, waking the workers, the reader and
-the timer as that makes work or room; `funcpipe.policy.stream._engine` runs
-the tasks.
+`Batches` only puts items in and takes them out, waking the workers, the
+reader and the timer as that makes work or room;
+`funcpipe.policy.stream._engine` runs the tasks.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -28,47 +26,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-
-class Queue(Generic[T, U]):
-    """One item per call, in arrival order, at most ``capacity`` waiting."""
-
-    __slots__ = ("_capacity", "_engine", "_queue")
-
-    def __init__(self, engine: Engine[T, U], capacity: int) -> None:
-        self._engine = engine
-        self._capacity = capacity
-        self._queue: deque[Slot[T, U]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def offer(self, slot: Slot[T, U]) -> bool:
-        """Queue ``slot`` if there is room, waking an idle worker; False if the reader must wait."""
-        queue = self._queue
-        if len(queue) >= self._capacity:
-            return False
-        queue.append(slot)
-        engine = self._engine
-        if engine.idle and not engine.waking:
-            engine.wake_worker()
-        return True
-
-    def take(self) -> list[Slot[T, U]] | None:
-        """The next item, alone; None if none waits."""
-        queue = self._queue
-        if not queue:
-            return None
-        slot = queue.popleft()
-        engine = self._engine
-        # Waking a reader that waits for the window too keeps it close behind: measurably faster.
-        if engine.reader_waiter is not None:
-            engine.wake_reader()
-        # Wake one more worker only while none is on its way: when calls
-        # finish without suspending, one worker drains the queue alone.
-        if queue and engine.idle and not engine.waking:
-            engine.wake_worker()
-        return [slot]
 
 
 class Batches(Generic[T, U]):
