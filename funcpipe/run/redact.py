@@ -16,21 +16,14 @@ messages) through one `Redactor`::
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping
-from urllib.parse import unquote
+from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel
-
-from funcpipe.compile import CompiledPipeline
+from funcpipe.compile import CompiledPipeline, secret_sources
 
 REDACTED = "[REDACTED]"
 MIN_SECRET = 6
 """Shorter values are not hidden: no one issues such keys, and hiding every
 ``abc`` would make messages unreadable (the same bound as the adapters')."""
-
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#\s]*:([^@/?#\s]+)@")
-_QUERY_PASSWORD = re.compile(r"(?i)\bpassword=([^&#\s]+)")
 
 
 class Redactor:
@@ -51,14 +44,11 @@ class Redactor:
         """The redactor of a run of ``pipeline``: its ``*_env`` values and DSN passwords.
 
         Args:
-            pipeline: the compiled pipeline (adapter and stage configs, with their defaults).
+            pipeline: the compiled pipeline (its `CompiledPipeline.secrets`, found by the compiler).
             environ: where ``*_env`` variables are read (``os.environ`` by default).
         """
         env = os.environ if environ is None else environ
-        trees: list[object] = [pipeline.loaded.spec.model_dump(by_alias=True)]
-        trees += [a.config for a in pipeline.adapters.values()]
-        trees += [s.config for s in pipeline.stages]
-        return cls(secrets_in(trees, env))
+        return cls(pipeline.secrets.values(env))
 
     def __call__(self, text: str) -> str:
         """``text`` with every known secret replaced."""
@@ -87,33 +77,7 @@ def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:
     keys, and the passwords of DSNs (``scheme://user:password@...`` and
     ``password=...``), both as written and URL-decoded.
     """
-    found: set[str] = set()
-    for key, value in _leaves(trees):
-        if not isinstance(value, str):
-            continue
-        if key is not None and key.endswith("_env"):
-            secret = environ.get(value)
-            if secret:
-                found.add(secret)
-            continue
-        for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
-            for m in pattern.finditer(value):
-                found.update({m.group(1), unquote(m.group(1))})
-    return found
-
-
-def _leaves(trees: Iterable[object]) -> Iterator[tuple[str | None, object]]:
-    stack: list[tuple[str | None, object]] = [(None, t) for t in trees]
-    while stack:
-        key, value = stack.pop()
-        if isinstance(value, BaseModel):
-            stack.extend((str(k), v) for k, v in value.model_dump(by_alias=True).items())
-        elif isinstance(value, Mapping):
-            stack.extend((str(k), v) for k, v in value.items())
-        elif isinstance(value, list | tuple | set | frozenset):
-            stack.extend((key, v) for v in value)
-        else:
-            yield key, value
+    return secret_sources(trees).values(environ)
 
 
 __all__ = ["MIN_SECRET", "REDACTED", "Redactor", "secrets_in"]
