@@ -34,6 +34,6 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="funcpipe")
+@click.version_option(package_name="funcpipe-runner")
 def main() -> None:
     """Declarative async pipelines: stages, adapters and policies as data."""

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from funcpipe.cli._validate import load_or_exit, spec_options
-from funcpipe.compile import compile_pipeline
+from funcpipe.cli._validate import pipeline_or_exit, spec_options
 from funcpipe.errors import FuncpipeError
-from funcpipe.render import FORMATS, render
+from funcpipe.render import FORMATS
 
 
 @click.command()
@@ -24,16 +23,16 @@ def graph(spec: Path, overrides: tuple[str, ...], params_file: Path | None, fmt:
     mermaid and dot are text; svg and png need Graphviz; html is one
     self-contained page that renders offline.
     """
-    pipeline = compile_pipeline(load_or_exit(spec, overrides, params_file, check_sources=False))
+    pipeline = pipeline_or_exit(spec, overrides, params_file, check_sources=False)
     try:
-        data = render(pipeline, fmt)
+        data = pipeline.render(fmt)
     except FuncpipeError as exc:
         click.echo(f"funcpipe: {exc}", err=True)
         sys.exit(exc.exit_code)
     if output is not None:
-        output.write_bytes(data)
-    elif fmt == "png":
+        output.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    elif isinstance(data, bytes):
         click.echo("funcpipe: --format png writes binary data: give -o FILE", err=True)
         sys.exit(2)
     else:
-        sys.stdout.write(data.decode())
+        sys.stdout.write(data)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from funcpipe.cli._validate import load_or_exit, spec_options
-from funcpipe.compile import compile_pipeline
+from funcpipe.cli._validate import pipeline_or_exit, spec_options
 from funcpipe.errors import FuncpipeError
+
+
+def _silent(message: str) -> None:
+    """``--quiet``: status lines are not shown (failures and errors still are)."""
 
 
 @click.command()
@@ -48,54 +50,45 @@ def run(
     file) or the run failed; 2 the spec is invalid; 130 or 143 stopped by
     SIGINT or SIGTERM.
     """
-    loaded = load_or_exit(spec, overrides, params_file)
-    pipeline = compile_pipeline(loaded)
+    pipeline = pipeline_or_exit(spec, overrides, params_file)
     if dry_run:
-        from funcpipe.run.estimate import estimate, print_plan, to_json
-
-        estimates = estimate(pipeline, latency=latency)
+        plan = pipeline.estimate(latency=latency)
         if log_format == "json":
-            click.echo(json.dumps(to_json(pipeline, estimates, latency=latency), sort_keys=True))
+            click.echo(json.dumps(plan.to_json(), sort_keys=True))
         else:
-            print_plan(pipeline, estimates, sys.stdout, latency=latency)
+            plan.print(sys.stdout)
         return
 
-    from funcpipe.run import Runner, RunOptions
     from funcpipe.run.report import print_failures, print_summary
 
-    options = RunOptions(
-        report_path=report_path, fresh=fresh, seed=seed, handle_signals=True, shutdown_timeout=shutdown_timeout
+    session = pipeline.session(
+        report_path=report_path,
+        fresh=fresh,
+        seed=seed,
+        handle_signals=True,
+        shutdown_timeout=shutdown_timeout,
+        notify=_silent if quiet else None,
     )
-    if quiet:
-        options.notify = lambda msg: None
-    runner = Runner(pipeline, options)
     progress = None
     if log_format == "json":
         from funcpipe.run.logging import JsonEventLog
 
-        log = JsonEventLog(sys.stderr, redact=runner.redact)
-        runner.events.listeners.append(log)
-        options.notify = log.notice
+        session.attach(JsonEventLog(sys.stderr, redact=session.redact))
     elif not quiet and sys.stdout.isatty() and sys.stderr.isatty():
         from funcpipe.run.progress import LiveProgress
 
-        progress = LiveProgress([(s.id, s.kind.name) for s in pipeline.stages], runner.stats, sys.stderr)
-        runner.events.listeners.append(progress)
-
-        def notice(msg: str) -> None:
-            progress.status = msg
-
-        options.notify = notice
+        progress = LiveProgress([(s.id, s.use) for s in session.stages], session.stats, sys.stderr)
+        session.attach(progress)
     try:
         if progress is not None:
             progress.start()
         try:
-            report = asyncio.run(runner.run())
+            report = session.run()
         finally:
             if progress is not None:
                 progress.stop()
     except FuncpipeError as exc:
-        click.echo(f"funcpipe: {runner.redact(str(exc))}", err=True)
+        click.echo(f"funcpipe: {session.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if log_format == "json":
         from funcpipe.run.logging import report_event
@@ -121,15 +114,11 @@ def query(
     spec: Path, question: str, overrides: tuple[str, ...], params_file: Path | None, top_k: int | None, as_json: bool
 ) -> None:
     """Answer QUESTION from what SPEC's pipeline stored, with the spec's own adapters."""
-    from funcpipe.run.query import answer_question
-    from funcpipe.run.redact import Redactor
-
-    loaded = load_or_exit(spec, overrides, params_file, check_sources=False)
-    pipeline = compile_pipeline(loaded)
+    pipeline = pipeline_or_exit(spec, overrides, params_file, check_sources=False)
     try:
-        ans = asyncio.run(answer_question(pipeline, question, top_k=top_k))
+        ans = pipeline.query(question, top_k=top_k)
     except FuncpipeError as exc:
-        click.echo(f"funcpipe: {Redactor.for_pipeline(pipeline)(str(exc))}", err=True)
+        click.echo(f"funcpipe: {pipeline.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(ans.to_json(), indent=2, ensure_ascii=False))

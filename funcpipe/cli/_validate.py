@@ -1,13 +1,14 @@
 """``funcpipe validate`` and ``funcpipe schema``, and the spec options other commands reuse.
 
 Commands that take a spec (``run``, ``query``, ``graph``) add the ``--set``
-and ``--params`` options with `spec_options` and load with `load_or_exit`::
+and ``--params`` options with `spec_options` and load a `funcpipe.Pipeline`
+with `pipeline_or_exit`::
 
     @click.command()
     @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
     @spec_options
     def run(spec: Path, overrides: tuple[str, ...], params_file: Path | None) -> None:
-        loaded = load_or_exit(spec, overrides, params_file)
+        pipeline = pipeline_or_exit(spec, overrides, params_file)
 
 This module imports no HTTP or database client, so validating stays fast
 enough for a pre-commit hook.
@@ -19,12 +20,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+import funcpipe
 from funcpipe.errors import SpecError, SpecErrors
-from funcpipe.spec import ErrorFormat, LoadedSpec, SpecCheck, check_spec, format_errors, load_spec
+from funcpipe.spec import ErrorFormat, LoadedSpec, SpecCheck, format_errors, load_spec
+
+if TYPE_CHECKING:
+    from funcpipe import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,7 +38,7 @@ def spec_options(f: F) -> F:
     """Add ``--set KEY=VALUE`` (repeatable) and ``--params FILE`` to a click command.
 
     The command receives them as ``overrides: tuple[str, ...]`` and
-    ``params_file: Path | None``, ready for `load_or_exit` or `load_spec`.
+    ``params_file: Path | None``, ready for `pipeline_or_exit` or `funcpipe.load`.
     """
     f = click.option(
         "--params",
@@ -62,14 +67,38 @@ def load_or_exit(
     fmt: ErrorFormat = "text",
     check_sources: bool = True,
 ) -> LoadedSpec:
-    """Load a spec, or print its located errors to stderr and exit with code 2.
+    """`load_spec`, or print its located errors to stderr and exit with code 2.
 
-    ``check_sources`` is off for commands that read no source (``graph``, ``query``).
+    For a command that needs the validated spec itself; one that runs,
+    queries or draws it uses `pipeline_or_exit`. ``check_sources`` is off
+    for commands that read no source (``graph``, ``query``).
     """
     try:
         return load_spec(path, overrides=overrides, params_file=params_file, check_sources=check_sources)
     except SpecErrors as exc:
         click.echo(format_errors(exc.errors, fmt), err=True)
+        sys.exit(SpecError.exit_code)
+
+
+def pipeline_or_exit(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    params_file: str | Path | None = None,
+    *,
+    fmt: ErrorFormat = "text",
+    check_sources: bool = True,
+) -> Pipeline:
+    """`funcpipe.load`, or print the spec's located errors to stderr and exit with code 2.
+
+    ``check_sources`` is off for commands that read no source (``graph``, ``query``).
+    """
+    try:
+        return funcpipe.load(path, set=overrides, params=params_file, check_sources=check_sources)
+    except SpecErrors as exc:
+        click.echo(format_errors(exc.errors, fmt), err=True)
+        sys.exit(SpecError.exit_code)
+    except SpecError as exc:
+        click.echo(format_errors([exc], fmt), err=True)
         sys.exit(SpecError.exit_code)
 
 
@@ -127,7 +156,7 @@ def validate(
     internal = False
     for path in files:
         try:
-            check = check_spec(path, overrides=overrides, params_file=params_file, check_env=check_env)
+            check = funcpipe.check(path, set=overrides, params=params_file, check_env=check_env)
         except Exception as exc:
             # A bug in funcpipe, not in the spec: say so plainly, go on with
             # the other files, and exit 1 so it is never mistaken for a verdict.
@@ -182,18 +211,31 @@ def validate(
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the schema to this file instead of standard output.",
+    help="Write to this file instead of standard output.",
 )
-def schema(output: Path | None) -> None:
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Print the Markdown reference of every stage and adapter kind (docs/reference.md) instead.",
+)
+def schema(output: Path | None, reference: bool) -> None:
     """Print the JSON Schema of a spec (for editors and CI).
 
-    It covers the built-in kinds and those of installed plugins.
+    It covers the built-in kinds and those of installed plugins. With
+    --reference, print the same kinds as a Markdown reference: every field
+    with its type, default, bounds and description.
     """
     from funcpipe.registry import REGISTRY
-    from funcpipe.spec.schema import schema_json
 
     REGISTRY.load_entry_points()
-    text = schema_json(REGISTRY)
+    if reference:
+        from funcpipe.spec.reference import reference_markdown
+
+        text = reference_markdown(REGISTRY)
+    else:
+        from funcpipe.spec.schema import schema_json
+
+        text = schema_json(REGISTRY)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -18,10 +18,13 @@ def _keep(text: str) -> str:
 class JsonEventLog:
     """An event sink writing ``{"event": kind, ...}`` lines (no item payloads, no secrets).
 
+    A `funcpipe.Display`: ``session.attach(JsonEventLog(sys.stderr, redact=session.redact))``
+    sends a run's events and status lines here.
+
     Args:
         stream: where the lines go (the CLI gives stderr).
         redact: applied to every string written (the run's
-            `funcpipe.run.redact.Redactor`): an event's data may quote user
+            `funcpipe.RunSession.redact`): an event's data may quote user
             values, such as a fairness key or a filter's reason.
     """
 

@@ -18,9 +18,20 @@ from funcpipe.run.accounting import StageStats
 class LiveProgress:
     """A rich ``Live`` table: per stage, items done, rate, failures, retries and items waiting.
 
+    A `funcpipe.Display`: attach it to a `funcpipe.RunSession` and start it
+    around the run::
+
+        progress = LiveProgress([(s.id, s.use) for s in session.stages], session.stats, sys.stderr)
+        session.attach(progress)
+        progress.start()
+        try:
+            report = session.run()
+        finally:
+            progress.stop()
+
     Args:
         stages: ``(stage id, kind)`` in graph order.
-        stats: the runner's per-stage counters (read on each redraw).
+        stats: the run's live per-stage counters, `funcpipe.RunSession.stats` (read on each redraw).
         file: the terminal to draw on.
     """
 
@@ -43,6 +54,10 @@ class LiveProgress:
             heapq.heappush(self._waiting[ev.stage], time.monotonic() + ev.duration)
         elif ev.kind == "breaker" and ev.stage:
             self._open[ev.stage] = ev.code == "open"
+
+    def notice(self, message: str) -> None:
+        """Show a status line (shutdown progress) under the table, in place of the last one."""
+        self.status = message
 
     def waiting(self, stage_id: str) -> int:
         """Items currently held by a limiter wait in ``stage_id``."""

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,6 +74,7 @@ def run_watched(text: str, tmp: Path) -> tuple[Any, dict[str, str]]:
     return asyncio.run(runner.run()), settled
 
 
+@pytest.mark.slow  # whole runs, 60 of them
 @settings(max_examples=60, deadline=None)
 @given(count=st.integers(0, 40), stages=st.lists(STAGE, max_size=5), fail_fast=st.booleans())
 def test_every_source_item_read_has_exactly_one_outcome(count: int, stages: list[Any], fail_fast: bool) -> None:

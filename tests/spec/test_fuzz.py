@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -123,6 +124,7 @@ def _mutated(draw: st.DrawFn) -> str:
     return draw(_text_mutation(text))
 
 
+@pytest.mark.slow  # 150 documents through the whole validator
 @settings(
     max_examples=150,
     derandomize=True,

@@ -1,0 +1,529 @@
+"""The root Python API: `load` a spec into a `Pipeline`, then run, query, draw or estimate it.
+
+    import funcpipe
+
+    pipeline = funcpipe.load("pipelines/rag.yaml")
+    report = pipeline.run()
+    answer = pipeline.query("how do I switch the embedding provider?")
+
+The ``funcpipe`` command line is a thin caller of this module: whatever it
+shows (progress, JSON logs, the summary) attaches through `RunSession`'s
+public hooks, never through the runner's insides. The HTTP and database
+clients and the terminal library are imported on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar, Unpack, overload
+
+from funcpipe.compile import CompiledPipeline, compile_pipeline
+from funcpipe.policy.clock import Clock
+from funcpipe.policy.events import Event, EventSink
+from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from funcpipe.run import Runner
+    from funcpipe.run.accounting import StageStats
+    from funcpipe.run.estimate import StageEstimate
+    from funcpipe.run.query import Answer
+    from funcpipe.run.report import RunReport
+
+T = TypeVar("T")
+
+StrPath = str | os.PathLike[str]
+"""A file path, as text or a `pathlib.Path`."""
+
+Overrides = str | Sequence[str] | Mapping[str, object]
+"""``--set`` overrides: ``"key.path=value"`` strings, or a mapping of key paths to values."""
+
+Params = StrPath | Mapping[str, object]
+"""``--params``: a YAML file of params, or a mapping merged into ``params``."""
+
+
+class RunSettings(TypedDict, total=False):
+    """The options of a run: the keyword arguments of `Pipeline.run` and `Pipeline.session`.
+
+    Attributes:
+        fresh: ignore what earlier runs recorded as done (``--fresh``).
+        seed: seed for jitter and sampling (``--seed``, default 0).
+        report_path: also write the JSON report here (``--report``).
+        shutdown_timeout: seconds in-flight work gets after a signal (default: the spec's).
+        handle_signals: stop gracefully on SIGINT and SIGTERM, as the command
+            line does (default False: a library leaves signals to its caller;
+            needs the main thread).
+        listeners: event sinks, each called with every `funcpipe.Event`
+            (attempts, waits, failures, breaker changes...).
+        on_event: one more event sink, for a single callback.
+        notify: where status lines go (shutdown progress, the embedded
+            server starting); default: printed to stderr.
+        state_dir: where the ledger, the dead letters and the embedded
+            PostgreSQL live (default: ``.funcpipe/`` beside the spec).
+        clock: the clock policies use (`funcpipe.testing.VirtualClock` in tests).
+        buffer: capacity of the queues between fanned-out or merged stages (default 64).
+        resources: factory ``(state_dir, clock) -> async context manager`` of
+            what adapters are lent (default: HTTP client, pools, embedded PostgreSQL).
+    """
+
+    fresh: bool
+    seed: int
+    report_path: StrPath | None
+    shutdown_timeout: float | None
+    handle_signals: bool
+    listeners: Sequence[EventSink]
+    on_event: EventSink | None
+    notify: Callable[[str], None] | None
+    state_dir: StrPath | None
+    clock: Clock
+    buffer: int
+    resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None
+
+
+_SETTINGS = frozenset(RunSettings.__annotations__)
+
+
+class Display(Protocol):
+    """What shows a run: it gets every event and every status line.
+
+    `funcpipe.run.progress.LiveProgress` (the terminal table) and
+    `funcpipe.run.logging.JsonEventLog` (JSON lines) are displays.
+    """
+
+    def __call__(self, event: Event, /) -> None:
+        """Take one event."""
+
+    def notice(self, message: str, /) -> None:
+        """Take one status line (already redacted)."""
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage of a pipeline, for display.
+
+    Attributes:
+        id: the stage id.
+        use: its kind (``source.files``, ``embed``...).
+        adapter: the adapter it calls, if any.
+        inputs: the stages it reads (empty for a source).
+    """
+
+    id: str
+    use: str
+    adapter: str | None
+    inputs: tuple[str, ...]
+
+
+class Estimate:
+    """The dry run's plan and estimate (``funcpipe run --dry-run``), as a value.
+
+    Attributes:
+        pipeline: the pipeline's name.
+        latency: the assumed seconds per external call.
+        stages: per stage, in graph order, what it is expected to see and do.
+    """
+
+    def __init__(self, compiled: CompiledPipeline, stages: Sequence[StageEstimate], latency: float) -> None:
+        self._compiled = compiled
+        self.pipeline = compiled.name
+        self.latency = latency
+        self.stages = tuple(stages)
+
+    def __repr__(self) -> str:
+        return f"Estimate(pipeline={self.pipeline!r}, least_duration={self.least_duration:.1f}s)"
+
+    @property
+    def least_duration(self) -> float:
+        """The least time the run can take, in seconds: its slowest external stage's bound."""
+        from funcpipe.run.estimate import least_duration
+
+        return least_duration(list(self.stages))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"pipeline", "latency_s", "least_duration_s", "stages"}``, as ``--dry-run --log-format json`` prints."""
+        from funcpipe.run.estimate import to_json
+
+        return to_json(self._compiled, list(self.stages), latency=self.latency)
+
+    def print(self, file: IO[str] | None = None) -> None:
+        """Print the plan and the estimate as two tables, as ``--dry-run`` does (default: stdout)."""
+        from funcpipe.run.estimate import print_plan
+
+        print_plan(self._compiled, list(self.stages), sys.stdout if file is None else file, latency=self.latency)
+
+
+def _print_status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _outside_loop(call: str, instead: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"{call} starts its own event loop, but one is already running in this thread: "
+        f"use `await {instead}` from async code"
+    )
+
+
+def _sync(call: str, instead: str, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    _outside_loop(call, instead)
+    return asyncio.run(coro())
+
+
+def _check_settings(options: Mapping[str, object]) -> None:
+    for name in options:
+        if name not in _SETTINGS:
+            close = difflib.get_close_matches(name, sorted(_SETTINGS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"unknown run option {name!r}{hint}; the options are {', '.join(sorted(_SETTINGS))}")
+
+
+class RunSession:
+    """One run of a pipeline, prepared but not started: attach displays, read live counters, run it once.
+
+    `Pipeline.run` is ``pipeline.session(**options).run()``; a session is for
+    callers that show the run while it goes, as the command line does::
+
+        session = pipeline.session(fresh=True)
+        session.attach(JsonEventLog(sys.stderr, redact=session.redact))
+        report = session.run()
+
+    Args:
+        pipeline: the pipeline to run.
+        **options: as for `Pipeline.run` (see `RunSettings`).
+    """
+
+    def __init__(self, pipeline: Pipeline, **options: Unpack[RunSettings]) -> None:
+        _check_settings(options)
+        from funcpipe.run import Runner, RunOptions
+
+        self.pipeline = pipeline
+        self._listeners: list[EventSink] = list(options.get("listeners", ()))
+        on_event = options.get("on_event")
+        if on_event is not None:
+            self._listeners.append(on_event)
+        self._notify = options.get("notify") or _print_status
+        self._displays: list[Display] = []
+        self._started = False
+        self._report: RunReport | None = None
+        passed: Mapping[str, Any] = options
+        given: dict[str, Any] = {
+            k: passed[k]
+            for k in ("fresh", "seed", "shutdown_timeout", "handle_signals", "clock", "buffer", "resources")
+            if k in passed
+        }
+        for key in ("report_path", "state_dir"):
+            if passed.get(key) is not None:
+                given[key] = Path(passed[key])
+        # The runner gets one fixed sink and one fixed notifier, both ours: what
+        # is attached later is reached through them.
+        self._runner: Runner = Runner(
+            pipeline.compiled, RunOptions(listeners=[self._event], notify=self._status, **given)
+        )
+
+    def _event(self, ev: Event) -> None:
+        for listener in self._listeners:
+            listener(ev)
+
+    def _status(self, message: str) -> None:
+        # A display that draws on the terminal owns it: status lines go there instead of to `notify`.
+        if self._displays:
+            for display in self._displays:
+                display.notice(message)
+        else:
+            self._notify(message)
+
+    @property
+    def stats(self) -> Mapping[str, StageStats]:
+        """Live per-stage counters (inputs, outputs, failed, retries...), by stage id; read-only."""
+        return MappingProxyType(self._runner.stats)
+
+    @property
+    def stages(self) -> tuple[StageInfo, ...]:
+        """The pipeline's stages, in graph order."""
+        return self.pipeline.stages
+
+    @property
+    def report(self) -> RunReport | None:
+        """The report, once the run has ended."""
+        return self._report
+
+    def redact(self, text: str) -> str:
+        """``text`` with this run's secrets (``*_env`` values, DSN passwords) masked."""
+        return self._runner.redact(text)
+
+    def attach(self, display: Display) -> None:
+        """Show the run on ``display``: it gets every event, and the status lines instead of ``notify``.
+
+        Raises:
+            RuntimeError: if the run has started.
+        """
+        if self._started:
+            raise RuntimeError("attach displays before the run starts")
+        self._displays.append(display)
+        self._listeners.append(display)
+
+    async def run_async(self) -> RunReport:
+        """Run to the end in the running event loop and return the report (also written to disk).
+
+        A run that fails as a whole once started (a service refused, a
+        source path gone) returns its report, with ``status`` ``"error"``
+        and the reason in ``message``; a failed item is counted in it.
+
+        Raises:
+            RunError: the run could not start, and nothing was done (an unset
+                API key, an unwritable state directory or report path).
+            RuntimeError: if this session has run already.
+        """
+        if self._started:
+            raise RuntimeError("a RunSession runs once: start another with pipeline.session()")
+        self._started = True
+        self._report = await self._runner.run()
+        return self._report
+
+    def run(self) -> RunReport:
+        """`run_async` in a new event loop; refused inside a running loop."""
+        return _sync("RunSession.run()", "session.run_async()", self.run_async)
+
+
+class Pipeline:
+    """A loaded, validated and compiled pipeline. Nothing has run yet.
+
+    Get one with `funcpipe.load`.
+    """
+
+    def __init__(self, loaded: LoadedSpec, compiled: CompiledPipeline) -> None:
+        self._loaded = loaded
+        self._compiled = compiled
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, path={str(self.path)!r}, stages={len(self.stages)})"
+
+    @property
+    def compiled(self) -> CompiledPipeline:
+        """The compiled description, for tools built on `funcpipe.run` and `funcpipe.render`."""
+        return self._compiled
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name."""
+        return self._compiled.name
+
+    @property
+    def description(self) -> str | None:
+        """The spec's ``description:``."""
+        return self._loaded.spec.description
+
+    @property
+    def path(self) -> Path:
+        """The spec file."""
+        return self._loaded.path
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the fully rendered spec: two loads with the same fingerprint run the same thing."""
+        return self._loaded.fingerprint
+
+    @property
+    def stages(self) -> tuple[StageInfo, ...]:
+        """The stages, in graph order."""
+        return tuple(StageInfo(s.id, s.kind.name, s.adapter, s.inputs) for s in self._compiled.stages)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the pipeline's secrets (``*_env`` values, DSN passwords) masked."""
+        from funcpipe.run.redact import Redactor
+
+        return Redactor.for_pipeline(self._compiled)(text)
+
+    def session(self, **options: Unpack[RunSettings]) -> RunSession:
+        """A run prepared but not started, to attach displays to (see `RunSession`)."""
+        return RunSession(self, **options)
+
+    async def run_async(self, **options: Unpack[RunSettings]) -> RunReport:
+        """Run the pipeline once in the running event loop; see `run`."""
+        return await RunSession(self, **options).run_async()
+
+    def run(self, **options: Unpack[RunSettings]) -> RunReport:
+        """Run the pipeline once and return its report.
+
+        Items that fail do not raise: they are dead-lettered and counted
+        (``report.exit_code`` is 1, ``report.accounting["failed"]`` says how
+        many). Nor does a run that fails as a whole once started: its report
+        has ``status`` ``"error"`` and the reason in ``message``. Done items
+        are recorded, so a second run redoes only what changed.
+
+        Args:
+            **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
+                ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
+                ``state_dir``, ``clock``, ``buffer``, ``resources`` (see `RunSettings`).
+
+        Raises:
+            RunError: the run could not start, and nothing was done (an unset
+                API key, an unwritable state directory or report path).
+            RuntimeError: when called inside a running event loop: use `run_async`.
+        """
+        _check_settings(options)
+        return _sync("Pipeline.run()", "pipeline.run_async()", lambda: self.run_async(**options))
+
+    async def query_async(self, question: str, *, top_k: int | None = None) -> Answer:
+        """Answer ``question`` in the running event loop; see `query`."""
+        from funcpipe.run.query import answer_question
+
+        return await answer_question(self._compiled, question, top_k=top_k)
+
+    def query(self, question: str, *, top_k: int | None = None) -> Answer:
+        """Answer ``question`` from what the pipeline stored, with the spec's own adapters.
+
+        Args:
+            question: the question.
+            top_k: how many chunks to retrieve (default: the spec's ``query.top_k``).
+
+        Raises:
+            SpecError: the spec has no ``query:`` section, or cannot tell its store.
+            RunError: a service call failed, nothing was ingested yet, or the
+                store holds another embedder's vectors.
+            RuntimeError: when called inside a running event loop: use `query_async`.
+        """
+        return _sync("Pipeline.query()", "pipeline.query_async()", lambda: self.query_async(question, top_k=top_k))
+
+    @overload
+    def render(self, format: Literal["png"]) -> bytes: ...
+
+    @overload
+    def render(self, format: Literal["mermaid", "dot", "svg", "html"] = "mermaid") -> str: ...
+
+    @overload
+    def render(self, format: str) -> str | bytes: ...
+
+    def render(self, format: str = "mermaid") -> str | bytes:
+        """Draw the pipeline: ``mermaid``, ``dot``, ``svg`` and ``html`` as text, ``png`` as bytes.
+
+        Raises:
+            ValueError: for an unknown format.
+            RunError: ``svg`` or ``png`` without Graphviz installed.
+        """
+        from funcpipe.render import render
+
+        data = render(self._compiled, format)
+        return data if format == "png" else data.decode("utf-8")
+
+    def estimate(self, latency: float = 0.1) -> Estimate:
+        """The plan and what it will cost, calling nothing (``funcpipe run --dry-run``).
+
+        Args:
+            latency: assumed seconds per external call, for the concurrency bound.
+        """
+        from funcpipe.run.estimate import estimate
+
+        return Estimate(self._compiled, estimate(self._compiled, latency=latency), latency)
+
+
+_PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def _yaml_value(where: str, value: object) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{where}: {value!r} cannot be written in a spec; use str, int, float, bool, None, list or dict"
+        ) from None
+
+
+def _param_overrides(params: Mapping[str, object], at: str) -> list[str]:
+    out: list[str] = []
+    for key, value in params.items():
+        if not isinstance(key, str) or not _PARAM_KEY.match(key):
+            raise ValueError(f"params key {key!r} at {at}: write keys as names (letters, digits, _ and -)")
+        path = f"{at}.{key}"
+        if isinstance(value, Mapping) and value:
+            out += _param_overrides(value, path)
+        else:
+            out.append(f"{path}={_yaml_value(path, value)}")
+    return out
+
+
+def _spec_inputs(overrides: Overrides | None, params: Params | None) -> tuple[list[str], str | None]:
+    """``(override strings, params file)`` for `load_spec`: a params mapping is applied as overrides first."""
+    out: list[str] = []
+    params_file: str | None = None
+    if isinstance(params, Mapping):
+        out += _param_overrides(params, "params")
+    elif params is not None:
+        params_file = os.fspath(params)
+    if isinstance(overrides, str):
+        out.append(overrides)
+    elif isinstance(overrides, Mapping):
+        out += [f"{k}={_yaml_value(f'set[{k!r}]', v)}" for k, v in overrides.items()]
+    elif overrides is not None:
+        out += list(overrides)
+    return out, params_file
+
+
+def load(
+    path: StrPath,
+    *,
+    set: Overrides | None = None,
+    params: Params | None = None,
+    env: Mapping[str, str] | None = None,
+    check_sources: bool = True,
+) -> Pipeline:
+    """Load, validate and compile the spec at ``path``.
+
+    Args:
+        path: the spec file.
+        set: overrides applied before validation, as ``--set`` does: strings
+            ``"stages[2].with.size=400"`` (values are YAML), or a mapping
+            ``{"stages[2].with.size": 400}`` (values are Python values).
+        params: a YAML file merged into ``params`` (``--params``), or a
+            mapping, each of whose values is set under ``params`` (nested
+            mappings merge). ``set`` is applied after it.
+        env: the variables ``${VAR}`` reads (default: `os.environ`).
+        check_sources: check now that source paths written literally exist;
+            turn it off for a pipeline only queried or drawn (a run checks
+            them again when it starts).
+
+    Raises:
+        SpecErrors: every error found, each located (file, line, column, path, hint).
+    """
+    overrides, params_file = _spec_inputs(set, params)
+    loaded = load_spec(
+        os.fspath(path), overrides=overrides, params_file=params_file, env=env, check_sources=check_sources
+    )
+    return Pipeline(loaded, compile_pipeline(loaded))
+
+
+def check(
+    path: StrPath,
+    *,
+    set: Overrides | None = None,
+    params: Params | None = None,
+    env: Mapping[str, str] | None = None,
+    check_env: bool = False,
+) -> SpecCheck:
+    """Check the spec at ``path`` and report, never raise (``funcpipe validate``).
+
+    Unlike `load`, an unset ``${VAR}`` without default is only a note unless
+    ``check_env`` requires it (and the variables adapters read, API keys).
+
+    Args:
+        path: the spec file.
+        set: as for `load`.
+        params: as for `load`.
+        env: as for `load`.
+        check_env: require the run's environment.
+    """
+    overrides, params_file = _spec_inputs(set, params)
+    return check_spec(os.fspath(path), overrides=overrides, params_file=params_file, env=env, check_env=check_env)
