@@ -13,7 +13,8 @@ Two top-level modules have no folder of their own:
   in its stack: it may use core and policy (its clock is policy's), and
   nothing in the package imports it but the root API.
 
-``funcpipe.__main__`` is the CLI's (``python -m funcpipe`` runs it).
+``funcpipe.__main__`` is the CLI's (``python -m funcpipe`` runs it); the
+root's private modules (``funcpipe._api``) are the root's.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def _module_name(path: Path) -> str:
 
 def _layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1:
-        return "root"
+    if len(parts) == 1 or (parts[1].startswith("_") and parts[1] != "__main__"):
+        return "root"  # the root API and its private modules (``funcpipe._api``)
     return "cli" if parts[1] == "__main__" else parts[1]
 
 

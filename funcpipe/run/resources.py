@@ -67,10 +67,11 @@ _SERVER_LOCK = threading.Lock()
 
 
 def _version() -> str:
+    # The installed distribution's version: the root package sits above the runner, so it is not imported here.
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("funcpipe")
+        return version("funcpipe-runner")
     except PackageNotFoundError:
         return "unknown"
 
