@@ -5,10 +5,11 @@ Every module of the package is parsed with `ast`, and every import in it
 the table below. There is no list of exceptions: a module that needs
 something from a layer above it means the thing is in the wrong layer.
 
-Two top-level modules have no folder of their own:
+The top-level modules have no folder of their own:
 
-- ``funcpipe.errors`` is the floor: it imports no other funcpipe module,
-  and every layer may raise its errors.
+- ``funcpipe.errors`` and ``funcpipe._redact`` are the floor: stdlib only,
+  importing no other funcpipe module, so every layer may raise the errors
+  and hide secrets the one way.
 - ``funcpipe.testing`` is a tool for tests, beside the package rather than
   in its stack: it may use core and policy (its clock is policy's), and
   nothing in the package imports it but the root API.
@@ -30,8 +31,8 @@ PACKAGE = Path(funcpipe.__file__).parent
 
 # What each layer may import directly; what those may import, it may too.
 MAY_IMPORT: dict[str, set[str]] = {
-    "errors": set(),
-    "core": {"errors"},
+    "floor": set(),
+    "core": set(),
     "policy": {"core"},
     "ports": {"core"},
     "adapters": {"core", "ports", "policy"},
@@ -46,6 +47,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "root": {"run", "render", "testing"},
 }
 
+TOP_LEVEL = {"errors": "floor", "_redact": "floor", "__main__": "cli", "_api": "root"}
+"""The layer of each top-level module (the others are packages, named by their folder)."""
+
 NO_SERVICE_LIBRARIES = ("core", "policy", "ports", "stages")
 SERVICE_LIBRARIES = {"httpx", "asyncpg", "click", "rich"}
 
@@ -58,8 +62,8 @@ def _closure(layer: str) -> set[str]:
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)
-    # Every layer sits on the floor; the CLI and the root see everything below them.
-    return seen | {"errors"} - {layer}
+    # Every layer stands on the floor.
+    return (seen | {"floor"}) - {layer}
 
 
 ALLOWED = {layer: _closure(layer) | {layer} for layer in MAY_IMPORT}
@@ -72,9 +76,9 @@ def _module_name(path: Path) -> str:
 
 def _layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or (parts[1].startswith("_") and parts[1] != "__main__"):
-        return "root"  # the root API and its private modules (``funcpipe._api``)
-    return "cli" if parts[1] == "__main__" else parts[1]
+    if len(parts) == 1:
+        return "root"
+    return TOP_LEVEL.get(parts[1], parts[1])
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -154,7 +158,7 @@ def later():
 """
     names = {m for _, m in _imports_in(source, "funcpipe.stages")}
     assert {"funcpipe.stages", "funcpipe.registry", "httpx", "funcpipe.run", "funcpipe.compile"} <= names
-    assert ALLOWED["stages"] == {"stages", "core", "policy", "ports", "errors"}
+    assert ALLOWED["stages"] == {"stages", "core", "policy", "ports", "floor"}
     assert "run" not in ALLOWED["render"] and "render" not in ALLOWED["run"]
 
 

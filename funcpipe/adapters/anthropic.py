@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from funcpipe.adapters._http import HTTPAdapter, malformed
 from funcpipe.adapters.config import AnthropicConfig
+from funcpipe.adapters.http import HTTPAdapter, malformed
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
 from funcpipe.ports import Generation, QueryHit

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from funcpipe.adapters._http import HTTPEmbedder, check_vectors, malformed, unknown_dimension
 from funcpipe.adapters.config import CohereConfig
+from funcpipe.adapters.http import HTTPEmbedder, check_vectors, malformed, unknown_dimension
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import Err, ErrCode, ErrInfo, Result
 from funcpipe.ports import Purpose

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from funcpipe.adapters._http import HTTPEmbedder, check_vectors, malformed
 from funcpipe.adapters.config import OllamaConfig
+from funcpipe.adapters.http import HTTPEmbedder, check_vectors, malformed
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
 from funcpipe.ports import Generation, Purpose, QueryHit

@@ -15,12 +15,12 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from funcpipe.adapters._http import (
+from funcpipe.adapters.config import OpenAIConfig
+from funcpipe.adapters.http import (
     HTTPEmbedder,
     check_vectors,
     malformed,
 )
-from funcpipe.adapters.config import OpenAIConfig
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
 from funcpipe.ports import Generation, Purpose, QueryHit

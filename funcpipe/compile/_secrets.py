@@ -6,15 +6,12 @@ values at run time and hides them, and the passwords, in whatever it writes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from pydantic import BaseModel
 
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#\s]*:([^@/?#\s]+)@")
-_QUERY_PASSWORD = re.compile(r"(?i)\bpassword=([^&#\s]+)")
+from funcpipe._redact import dsn_passwords
 
 
 @dataclass(frozen=True)
@@ -48,9 +45,7 @@ def secret_sources(trees: Iterable[object]) -> SecretSources:
         if key is not None and key.endswith("_env"):
             names.add(value)
             continue
-        for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
-            for m in pattern.finditer(value):
-                passwords.update({m.group(1), unquote(m.group(1))})
+        passwords.update(dsn_passwords(value))
     return SecretSources(tuple(sorted(names)), tuple(sorted(passwords)))
 
 

@@ -36,28 +36,32 @@ class ErrCode:
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     BAD_INPUT = "BAD_INPUT"
     USER_CODE = "USER_CODE"
+    # A plan or stream cancelled from inside: funcpipe's own, never a spec's to name.
     CANCELLED = "CANCELLED"
-    # Given only by `async_with_resilience` once its attempts run out; not part of
-    # the taxonomy a spec names (`ALL`), since the runner's retries keep the last code.
+    # Given only by `async_with_resilience` once its attempts run out; in neither
+    # `TAXONOMY` nor `ALL`, since the runner's retries keep the last code.
     MAX_RETRIES = "MAX_RETRIES"
 
-    ALL: frozenset[str] = frozenset(
-        {
-            "AUTH",
-            "RATE_LIMIT",
-            "TRANSIENT",
-            "TIMEOUT",
-            "NETWORK",
-            "SERVICE_SPECIFIC",
-            "DB_ERROR",
-            "FATAL_DB",
-            "CIRCUIT_OPEN",
-            "BAD_INPUT",
-            "USER_CODE",
-            "CANCELLED",
-        }
+    TAXONOMY: tuple[str, ...] = (
+        AUTH,
+        RATE_LIMIT,
+        TRANSIENT,
+        TIMEOUT,
+        NETWORK,
+        SERVICE_SPECIFIC,
+        DB_ERROR,
+        FATAL_DB,
+        CIRCUIT_OPEN,
+        BAD_INPUT,
+        USER_CODE,
     )
-    RETRYABLE: frozenset[str] = frozenset({"RATE_LIMIT", "TRANSIENT", "TIMEOUT", "NETWORK"})
+    """The codes of DESIGN.md, in its order: those a spec may name (``retry.on``,
+    ``circuit_breaker.on``). The policy models and the JSON Schema derive from
+    this tuple, so a new code is added here and nowhere else."""
+    ALL: frozenset[str] = frozenset({*TAXONOMY, CANCELLED})
+    """Every code funcpipe itself gives (`MAX_RETRIES` aside)."""
+    RETRYABLE: frozenset[str] = frozenset({RATE_LIMIT, TRANSIENT, TIMEOUT, NETWORK})
+    """The codes retried by default."""
 
 
 @dataclass(frozen=True, slots=True)

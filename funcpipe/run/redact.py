@@ -11,6 +11,9 @@ messages) through one `Redactor`::
     redact = Redactor.for_pipeline(pipeline)
     redact("token sk-live-123456 refused")       # 'token [REDACTED] refused'
     redact.scrub({"error": {"msg": "...", "meta": {...}}})
+
+How a value is hidden is decided in `funcpipe._redact`, shared with the HTTP
+adapters; this module only works out which values a run knows.
 """
 
 from __future__ import annotations
@@ -18,56 +21,33 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
+from funcpipe._redact import MIN_SECRET, REDACTED, Redaction
 from funcpipe.compile import CompiledPipeline, secret_sources
 
-REDACTED = "[REDACTED]"
-MIN_SECRET = 6
-"""Shorter values are not hidden: no one issues such keys, and hiding every
-``abc`` would make messages unreadable (the same bound as the adapters')."""
 
-
-class Redactor:
+class Redactor(Redaction):
     """Replaces known secret values by ``[REDACTED]`` in text and in JSON-like values.
+
+    Only the values it knows: unlike the HTTP layer it does not guess at
+    credential shapes, so user data that merely looks like a key is kept.
 
     Args:
         secrets: the values to hide; those shorter than `MIN_SECRET` are ignored.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so that a secret containing another is hidden whole.
-        self.secrets: tuple[str, ...] = tuple(
-            sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=lambda s: (-len(s), s))
-        )
+        super().__init__(secrets, shapes=False)
 
     @classmethod
     def for_pipeline(cls, pipeline: CompiledPipeline, environ: Mapping[str, str] | None = None) -> Redactor:
         """The redactor of a run of ``pipeline``: its ``*_env`` values and DSN passwords.
 
         Args:
-            pipeline: the compiled pipeline (its `CompiledPipeline.secrets`, found by the compiler).
+            pipeline: the compiled pipeline (adapter and stage configs, with their defaults).
             environ: where ``*_env`` variables are read (``os.environ`` by default).
         """
         env = os.environ if environ is None else environ
         return cls(pipeline.secrets.values(env))
-
-    def __call__(self, text: str) -> str:
-        """``text`` with every known secret replaced."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def scrub(self, value: object) -> object:
-        """A copy of a JSON-like ``value`` (dicts, lists, strings...) with every string redacted."""
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, Mapping):
-            return {self(k) if isinstance(k, str) else k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
-        return value
 
 
 def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:

@@ -36,7 +36,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import warnings
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from funcpipe._redact import redact_dsn
 from funcpipe.adapters.resources import ConnectionInit
 from funcpipe.errors import ResourceError
 from funcpipe.policy.clock import REAL_CLOCK, Clock
@@ -59,8 +59,6 @@ PGDATA = "pgdata"
 POOL_CLOSE_TIMEOUT = 5.0
 """Seconds a pool may take to close gracefully before its connections are cut."""
 
-_DSN_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
-_DSN_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&\s]*")
 # get_server is not safe to call from two threads at once for one data
 # directory (it would initdb twice); its own lock is per process, not per thread.
 _SERVER_LOCK = threading.Lock()
@@ -74,11 +72,6 @@ def _version() -> str:
         return version("funcpipe-runner")
     except PackageNotFoundError:
         return "unknown"
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with its password replaced by ``***``, fit for messages and logs."""
-    return _DSN_QUERY_PASSWORD.sub(r"\1***", _DSN_PASSWORD.sub(r"\1***@", dsn))
 
 
 def _print_notice(message: str) -> None:

@@ -1,4 +1,4 @@
-"""The shared HTTP error taxonomy, retry hints, redaction and batching of funcpipe.adapters._http."""
+"""The shared HTTP error taxonomy, retry hints, redaction and batching of funcpipe.adapters.http."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from funcpipe.adapters._http import (
+from funcpipe.adapters.http import (
     REDACTED,
     check_vectors,
     embed_in_batches,
     exception_error,
+    malformed,
     parse_go_duration,
     parse_retry_after,
     post_json,
@@ -315,6 +316,41 @@ def test_redact_leaves_plain_text_alone() -> None:
 )
 def test_redact_never_lets_a_secret_through(secret: str, before: str, after: str) -> None:
     assert secret not in redact(before + secret + after + secret, [secret])
+
+
+_KEY = st.text(string.ascii_lowercase + string.digits + "_", min_size=8, max_size=40)
+
+
+def _pieces_shown(secret: str, shown: list[str], baseline: list[str]) -> set[str]:
+    """The 4-character pieces of ``secret`` in ``shown`` that funcpipe's own words (``baseline``) lack."""
+    pieces = {secret[i : i + 4] for i in range(len(secret) - 3)}
+    return {p for p in pieces if any(p in text for text in shown) and not any(p in text for text in baseline)}
+
+
+def _strings(err: ErrInfo) -> list[str]:
+    return [err.msg, *(v for v in err.meta.values() if isinstance(v, str))]
+
+
+@settings(max_examples=100, derandomize=True)
+@given(secret=_KEY, position=st.integers(min_value=0, max_value=600), as_json=st.booleans())
+def test_no_piece_of_a_secret_survives_the_excerpt_wherever_it_falls(secret: str, position: int, as_json: bool) -> None:
+    # The body is cut to an excerpt; redacting after the cut would let the
+    # first half of a key straddling it through. The filler has no key character.
+    def err_for(middle: str) -> ErrInfo:
+        body = "# " * (position // 2) + middle + " #" * 400
+        response = _response(500, json={"error": {"message": body}}) if as_json else _response(500, text=body)
+        return response_error(response, provider="openai", secrets=[secret])
+
+    assert _pieces_shown(secret, _strings(err_for(secret)), _strings(err_for(REDACTED))) == set()
+
+
+@settings(max_examples=50, derandomize=True)
+@given(secret=_KEY, position=st.integers(min_value=0, max_value=600))
+def test_no_piece_of_a_secret_survives_a_malformed_body_excerpt(secret: str, position: int) -> None:
+    def err_for(middle: str) -> ErrInfo:
+        return malformed("openai", "bad", secrets=[secret], body="# " * (position // 2) + middle + " #" * 400)
+
+    assert _pieces_shown(secret, _strings(err_for(secret)), _strings(err_for(REDACTED))) == set()
 
 
 # -- secrets -------------------------------------------------------------------------------

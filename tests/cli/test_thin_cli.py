@@ -15,7 +15,8 @@ ALLOWED_IMPORTS = {
     "funcpipe.registry",  # the lazy command group resolves its commands by import path
     "funcpipe.render",  # FORMATS, for --format's choices
     "funcpipe.spec",  # error formatting, and load_spec for commands that need the spec itself
-    "funcpipe.spec.schema",
+    "funcpipe.spec.schema",  # `funcpipe schema`: generated documents of the spec language
+    "funcpipe.spec.reference",
     "funcpipe.cli._validate",
     # the displays and printers of a run's outcome, attached and called through the API's values
     "funcpipe.run.logging",

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from funcpipe.core import ErrCode
 from funcpipe.policy.models import (
     MAX_CONCURRENCY,
     MAX_DURATION,
@@ -99,3 +100,12 @@ def test_an_item_field_is_a_dotted_path_from_an_item_field(key: str) -> None:
 @pytest.mark.parametrize("key", ["meta.tenant", "source_id", "id", "data.user-id"])
 def test_item_fields_are_accepted(key: str) -> None:
     assert Fairness(key=key).key == key
+
+
+@pytest.mark.parametrize("model", [Retry, CircuitBreaker])
+def test_the_codes_a_policy_names_are_exactly_the_taxonomy(model: type[Retry] | type[CircuitBreaker]) -> None:
+    assert model(on=ErrCode.TAXONOMY).on == ErrCode.TAXONOMY
+    assert set(model().on) <= set(ErrCode.TAXONOMY)
+    for code in (ErrCode.CANCELLED, ErrCode.MAX_RETRIES, "RATE_LIMITED"):
+        with pytest.raises(ValidationError):
+            model(on=(code,))
