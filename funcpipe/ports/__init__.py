@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 
 Embedding = Sequence[float]
 Purpose = Literal["document", "query"]
@@ -284,24 +284,6 @@ class GeneratePort(Protocol):
         ...
 
 
-@runtime_checkable
-class SourcePort(Protocol):
-    """Produces source items."""
-
-    def read(self) -> AsyncGen[Item]:
-        """The items, lazily."""
-        ...
-
-
-@runtime_checkable
-class SinkPort(Protocol):
-    """Writes items somewhere."""
-
-    def write(self, items: Sequence[Item]) -> AsyncPlan[int]:
-        """Write ``items``; returns the count written."""
-        ...
-
-
 __all__ = [
     "ADAPTER_ERROR_CODES",
     "BatchEmbedPort",
@@ -312,8 +294,6 @@ __all__ = [
     "Generation",
     "Purpose",
     "QueryHit",
-    "SinkPort",
-    "SourcePort",
     "VectorRecord",
     "VectorStorePort",
     "as_embed_port",

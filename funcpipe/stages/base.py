@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias, TypeVar
 
-from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrInfo, Item, Result
+from funcpipe.core import AsyncGen, AsyncPlan, ErrInfo, Item, Result
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink, null_sink
@@ -137,8 +137,3 @@ class StageContext:
             events=self.events,
             stage=self.stage_id,
         )
-
-
-def err_of(item: Item, ctx: StageContext, error: ErrInfo) -> Err[ErrInfo]:
-    """``Err`` of ``error`` tagged with ``item`` and the stage."""
-    return Err(ctx.fail(item, error))

@@ -14,10 +14,20 @@ import heapq
 import re
 import unicodedata
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from funcpipe.core import AsyncGen, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
+from funcpipe.core import (
+    AsyncGen,
+    Err,
+    ErrCode,
+    ErrInfo,
+    Item,
+    async_gen_and_then,
+    async_gen_from_iterable,
+    async_gen_from_results,
+    stable_id,
+)
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import ChunkConfig, CleanConfig
 
@@ -405,21 +415,15 @@ def _not_text(stage: str, data: object) -> ErrInfo:
 def _per_text(stage: str, ctx: StageContext, each: Callable[[Item, str], Iterable[Item]]) -> Transform:
     """A stage applying ``each(item, text)`` to every item that has text; others become BAD_INPUT."""
 
-    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
-            async for r in upstream():
-                if isinstance(r, Err):
-                    yield r
-                    continue
-                item = r.value
-                text = _text_of(item.data)
-                if text is None:
-                    yield Err(ctx.fail(item, _not_text(stage, item.data)))
-                    continue
-                for out in each(item, text):
-                    yield Ok(out)
+    def per_item(item: Item) -> AsyncGen[Item]:
+        text = _text_of(item.data)
+        if text is None:
+            return async_gen_from_results([Err(ctx.fail(item, _not_text(stage, item.data)))])
+        return async_gen_from_iterable(each(item, text))
 
-        return run
+    def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
+        # Composed from core's operators, which close the upstream on every exit path.
+        return async_gen_and_then(upstream, per_item)
 
     return transform
 

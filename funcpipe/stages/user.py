@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, user_error
+from funcpipe.core import (
+    AsyncGen,
+    AsyncPlan,
+    Err,
+    ErrInfo,
+    Item,
+    Ok,
+    Result,
+    async_gen_filter,
+    user_error,
+)
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import CallableConfig
 from funcpipe.stages.imports import importable, resolve_import
@@ -94,15 +104,8 @@ def filter_stage(config: CallableConfig, ctx: StageContext) -> Transform:
 
 
 def _drop_marked(gen: AsyncGen[object]) -> AsyncGen[Item]:
-    async def run() -> Any:
-        async for r in gen():
-            if isinstance(r, Ok) and r.value is _DROPPED:
-                continue
-            yield r
-
-    return run
+    return cast("AsyncGen[Item]", async_gen_filter(gen, _not_dropped))
 
 
-def bad_input(item: Item, ctx: StageContext, msg: str) -> Err[ErrInfo]:
-    """A ``BAD_INPUT`` error for ``item`` at this stage."""
-    return Err(ctx.fail(item, ErrInfo(ErrCode.BAD_INPUT, msg)))
+def _not_dropped(value: object) -> bool:
+    return value is not _DROPPED

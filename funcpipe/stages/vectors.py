@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result, stable_id
+from funcpipe.core import (
+    AsyncGen,
+    AsyncPlan,
+    Err,
+    ErrCode,
+    ErrInfo,
+    Item,
+    Ok,
+    Result,
+    async_gen_and_then,
+    async_gen_from_iterable,
+    async_gen_from_results,
+    async_gen_return,
+    stable_id,
+)
 from funcpipe.policy.batching import WHOLE_CALL
 from funcpipe.ports import EmbedPort, Fingerprint, VectorRecord, VectorStorePort
 from funcpipe.stages.base import StageContext, Transform
@@ -24,14 +38,14 @@ def item_text(item: Item) -> str | None:
 
 
 def _texts_only(stream: AsyncGen[Item], ctx: StageContext) -> AsyncGen[Item]:
-    async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
-        async for r in stream():
-            if isinstance(r, Ok) and item_text(r.value) is None:
-                yield Err(ctx.fail(r.value, ErrInfo(ErrCode.BAD_INPUT, "item has no text to embed")))
-            else:
-                yield r
+    def check(item: Item) -> AsyncGen[Item]:
+        if item_text(item) is None:
+            return async_gen_from_results(
+                [Err(ctx.fail(item, ErrInfo(ErrCode.BAD_INPUT, "item has no text to embed")))]
+            )
+        return async_gen_return(item)
 
-    return run
+    return async_gen_and_then(stream, check)
 
 
 def _cost_fn(ctx: StageContext) -> Any:
@@ -254,16 +268,7 @@ def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
         return run
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        mapped = ctx.map(upstream, search)
-
-        async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
-            async for r in mapped():
-                if isinstance(r, Ok):
-                    for it in r.value:
-                        yield Ok(it)
-                else:
-                    yield r
-
-        return run
+        # Each question's hits, in rank order, as items of their own.
+        return async_gen_and_then(ctx.map(upstream, search), async_gen_from_iterable)
 
     return transform
