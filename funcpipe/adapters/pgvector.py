@@ -328,7 +328,9 @@ class PgvectorStore:
         return self._name
 
     async def _pool(self) -> asyncpg.Pool:
-        return await self._resources.pg_pool(self._config.dsn, max_size=self._config.pool_max)
+        return await self._resources.pg_pool(
+            self._config.dsn, max_size=self._config.pool_max, init=register_vector_codec
+        )
 
     def _plan(self, doing: str, body: Callable[[asyncpg.Pool], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
         async def run() -> Result[T, ErrInfo]:

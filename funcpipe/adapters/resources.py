@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from pydantic import SecretStr
 
@@ -12,6 +13,10 @@ from funcpipe.policy.clock import Clock
 if TYPE_CHECKING:
     import asyncpg
     import httpx
+
+
+ConnectionInit: TypeAlias = "Callable[[asyncpg.Connection], Awaitable[object]]"
+"""What an adapter needs done on each new database connection ."""
 
 
 class Resources(Protocol):
@@ -29,8 +34,11 @@ class Resources(Protocol):
         """The run's shared HTTP client."""
         ...
 
-    async def pg_pool(self, dsn: str | None, *, max_size: int = 4) -> asyncpg.Pool:
-        """A pool for ``dsn``, one per DSN; ``None`` starts (or reuses) the embedded server."""
+    async def pg_pool(self, dsn: str | None, *, max_size: int = 4, init: ConnectionInit | None = None) -> asyncpg.Pool:
+        """A pool for ``dsn``, one per DSN; ``None`` starts (or reuses) the embedded server.
+
+        ``init`` runs on each new connection of the pool (the first request's wins).
+        """
         ...
 
     def secret(self, env_name: str) -> SecretStr:

@@ -10,7 +10,6 @@ resolved on first use, so validating a spec imports no client library.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -21,26 +20,9 @@ from pydantic import BaseModel
 from funcpipe.adapters.config import BUILTIN_ADAPTER_CONFIGS, AdapterConfig
 from funcpipe.ports import EmbedPort, GeneratePort, VectorStorePort
 from funcpipe.stages import config as sc
+from funcpipe.stages.imports import resolve_import
 
 Role = Literal["source", "transform", "sink"]
-
-
-def resolve_import(path: str) -> Any:
-    """Import ``module:attr`` (``attr`` may be dotted) and return the object.
-
-    Raises:
-        ImportError: with the path in the message, if it cannot be resolved.
-    """
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ImportError(f"{path!r} is not an import path of the form package.module:name")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
-    return obj
 
 
 @dataclass(frozen=True)
@@ -55,6 +37,15 @@ class StageKind:
         needs: the port its ``adapter:`` must provide, or None if it takes no adapter.
         description: one line for docs, the schema and ``--help``.
         external: True if it calls a service (shown in dry-run estimates).
+        embedder: True if it is given the embedder that feeds it
+            (`StageContext.embedder`): the adapter its ``with.embedder``
+            names, else that of the nearest upstream stage that embeds.
+        origins: True if it is given the origin of each source item's rows
+            (`StageContext.origin_of`).
+        prepare: ``(config, ctx) -> AsyncPlan[None] | None``, or its import
+            path: what to do once, before any source is read (a store's
+            ``ensure`` for its embedder's fingerprint). None if nothing.
+        default_batch: the batch size it uses when the spec sets no ``batch:``.
     """
 
     name: str
@@ -64,11 +55,30 @@ class StageKind:
     needs: type | None = None
     description: str = ""
     external: bool = False
+    embedder: bool = False
+    origins: bool = False
+    prepare: str | Callable[..., Any] | None = None
+    default_batch: int | None = None
 
     def load_factory(self) -> Callable[..., Any]:
         """The factory callable, importing it if it was given by path."""
         f = self.factory
         return resolve_import(f) if isinstance(f, str) else f
+
+    def load_prepare(self) -> Callable[..., Any] | None:
+        """The prepare step, importing it if it was given by path; None if the kind has none."""
+        f = self.prepare
+        return resolve_import(f) if isinstance(f, str) else f
+
+    @property
+    def embeds(self) -> bool:
+        """True if it embeds items: its adapter is the embedder of the stages it feeds."""
+        return self.needs is EmbedPort
+
+    @property
+    def stores_vectors(self) -> bool:
+        """True if it writes vectors to a store: the store a spec's query reads by default."""
+        return self.role == "sink" and self.needs is VectorStorePort
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,7 @@ def _builtins() -> Registry:
             f"{s}.vectors:embed",
             needs=EmbedPort,
             external=True,
+            default_batch=64,
             description="Embed each item's text.",
         ),
         StageKind(
@@ -247,6 +258,10 @@ def _builtins() -> Registry:
             "sink",
             needs=VectorStorePort,
             external=True,
+            embedder=True,
+            origins=True,
+            prepare=f"{s}.vectors:prepare_upsert",
+            default_batch=256,
             description="Upsert embedded chunks into a vector store.",
         ),
         StageKind(
@@ -255,6 +270,7 @@ def _builtins() -> Registry:
             f"{s}.vectors:query",
             needs=VectorStorePort,
             external=True,
+            embedder=True,
             description="Emit the nearest chunks for each item's text.",
         ),
         StageKind(
@@ -274,6 +290,7 @@ def _builtins() -> Registry:
             sc.JsonlSinkConfig,
             f"{s}.sinks:sink_jsonl",
             "sink",
+            default_batch=256,
             description="Write items to a JSON Lines file.",
         ),
         StageKind(

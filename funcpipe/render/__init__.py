@@ -12,71 +12,15 @@ from __future__ import annotations
 import html
 import shutil
 import subprocess
-from dataclasses import dataclass
 
-from funcpipe.compile import CompiledPipeline, CompiledStage
+from funcpipe.compile import CompiledPipeline, NodeLabel, node_label, policy_summary
 from funcpipe.errors import RunError
-from funcpipe.policy.models import Policy, format_duration
 
 FORMATS = ("mermaid", "dot", "svg", "png", "html")
 
 
 class GraphvizMissing(RunError):
     """Graphviz's ``dot`` is needed for this format but is not installed."""
-
-
-def policy_summary(policy: Policy) -> str:
-    """A compact policy label, e.g. ``retry ×5 · 50/s · c=8 · breaker``."""
-    parts: list[str] = []
-    if policy.retry is not None:
-        parts.append(f"retry ×{policy.retry.max_attempts}")
-    if policy.timeout is not None:
-        if policy.timeout.attempt is not None:
-            parts.append(f"timeout {format_duration(policy.timeout.attempt)}")
-        if policy.timeout.total is not None:
-            parts.append(f"deadline {format_duration(policy.timeout.total)}")
-    if policy.rate_limit is not None:
-        rl = policy.rate_limit
-        per = "s" if rl.per == 1 else format_duration(rl.per)
-        keyed = f" per {rl.key}" if rl.key else ""
-        parts.append(f"{rl.requests}/{per}{keyed}")
-    if policy.concurrency is not None:
-        parts.append(f"c={policy.concurrency}")
-    if policy.circuit_breaker is not None:
-        parts.append("breaker")
-    if policy.fairness is not None:
-        parts.append(f"fair by {policy.fairness.key}")
-    return " · ".join(parts)
-
-
-@dataclass(frozen=True)
-class NodeLabel:
-    """The lines drawn in one stage's box."""
-
-    title: str
-    kind: str
-    adapter: str | None
-    policy: str
-    batch: str | None
-
-    def lines(self) -> list[str]:
-        """Non-empty lines, title first."""
-        return [x for x in (self.title, self.kind, self.adapter, self.policy, self.batch) if x]
-
-
-def node_label(pipeline: CompiledPipeline, stage: CompiledStage) -> NodeLabel:
-    """What to show for ``stage``: nothing secret, only names, kinds and models."""
-    adapter = None
-    if stage.adapter:
-        ad = pipeline.adapters.get(stage.adapter)
-        if ad is not None:
-            detail = ad.model or getattr(ad.config, "table", None)
-            adapter = f"{stage.adapter}: {ad.kind.name}" + (f" {detail}" if detail else "")
-    batch = None
-    if stage.batch is not None:
-        wait = f" / {format_duration(stage.batch.max_wait)}" if stage.batch.max_wait else ""
-        batch = f"batch {stage.batch.size}{wait}"
-    return NodeLabel(stage.id, stage.kind.name, adapter, policy_summary(stage.policy), batch)
 
 
 def _edges(pipeline: CompiledPipeline) -> list[tuple[int, int]]:
@@ -203,7 +147,7 @@ def to_html(pipeline: CompiledPipeline) -> str:
     except GraphvizMissing:
         svg = builtin_svg(pipeline)
     title = html.escape(f"funcpipe: {pipeline.name}")
-    desc = html.escape(pipeline.loaded.spec.description or "")
+    desc = html.escape(pipeline.description or "")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{title}</title>\n"
@@ -229,6 +173,7 @@ def render(pipeline: CompiledPipeline, fmt: str) -> bytes:
 __all__ = [
     "FORMATS",
     "GraphvizMissing",
+    "NodeLabel",
     "builtin_svg",
     "node_label",
     "policy_summary",

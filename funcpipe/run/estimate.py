@@ -36,18 +36,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from funcpipe.compile import CompiledPipeline, CompiledStage
-from funcpipe.render import node_label
+from funcpipe.compile import CompiledPipeline, CompiledStage, node_label
 from funcpipe.stages.config import ChunkConfig, FilesSourceConfig, JsonlSourceConfig
-from funcpipe.stages.files import _list_files
+from funcpipe.stages.files import list_files
 
 CHUNK_FILL = 0.85
 """The part of its window a chunk fills on average (see the module docstring)."""
 
 CHUNK_TOLERANCE = 0.2
 """How far off a chunk count from file sizes may be: the tolerance the estimate is tested to."""
-
-_DEFAULT_BATCH = {"embed": 64, "vector.upsert": 256}
 
 
 @dataclass
@@ -90,7 +87,7 @@ def _source_sizes(stage: CompiledStage, base: Path) -> list[int]:
     cfg = stage.config
     if isinstance(cfg, FilesSourceConfig):
         root = Path(cfg.path) if Path(cfg.path).is_absolute() else base / cfg.path
-        sizes = (p.stat().st_size for p in _list_files(root, cfg))
+        sizes = (p.stat().st_size for p in list_files(root, cfg))
         return [s for s in sizes if s <= cfg.max_bytes]
     if isinstance(cfg, JsonlSourceConfig):
         path = Path(cfg.path) if Path(cfg.path).is_absolute() else base / cfg.path
@@ -126,7 +123,7 @@ def estimate(pipeline: CompiledPipeline, *, latency: float = 0.1) -> list[StageE
         pipeline: the compiled pipeline.
         latency: assumed seconds per external call, for the concurrency bound.
     """
-    base = pipeline.loaded.base_dir
+    base = pipeline.base_dir
     emitted: dict[str, list[int]] = {}
     out: list[StageEstimate] = []
     for st in pipeline.stages:
@@ -175,7 +172,8 @@ def _batch_size(pipeline: CompiledPipeline, st: CompiledStage) -> int:
     cap: int | None = None
     if st.adapter:
         cap = getattr(pipeline.adapters[st.adapter].config, "max_batch", None)
-    size = st.batch.size if st.batch is not None else _DEFAULT_BATCH.get(st.kind.name, 1)
+    batch = st.run_batch
+    size = batch.size if batch is not None else 1
     return min(size, cap) if cap else size
 
 

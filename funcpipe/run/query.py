@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from funcpipe.compile import CompiledPipeline
+from funcpipe.compile import CompiledPipeline, CompiledQuery
 from funcpipe.core import AsyncPlan, Err, Ok
 from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
-from funcpipe.policy.models import NO_POLICY, Policy
 from funcpipe.ports import EmbedPort, Fingerprint, GeneratePort, Generation, QueryHit, VectorStorePort
-from funcpipe.run.runner import LazyAdapters, RunOptions, missing_credentials
+from funcpipe.run.preflight import missing_credentials
+from funcpipe.run.runner import RunOptions
+from funcpipe.run.wiring import LazyAdapters
 
 
 @dataclass
@@ -44,29 +45,23 @@ def render_prompt(template: str, variables: dict[str, Any]) -> str:
     return render_template(template, variables)
 
 
-def _query_adapters(pipeline: CompiledPipeline) -> tuple[str, str, str, Policy, Policy]:
-    spec = pipeline.loaded.spec
-    q = spec.query
+def _query_of(pipeline: CompiledPipeline) -> tuple[CompiledQuery, str, str]:
+    """The compiled query, its embedder and its store; a located error if the spec cannot answer."""
+    q = pipeline.query
     if q is None:
         raise SpecError(
-            f"pipeline {spec.name!r} has no query: section",
-            file=str(pipeline.loaded.path),
+            f"pipeline {pipeline.name!r} has no query: section",
+            file=str(pipeline.path),
             hint="add `query: {adapter: <generation adapter>, top_k: 5}` to the spec",
         )
-    embed_stage = pipeline.first_of("embed")
-    store_stage = pipeline.first_of("vector.upsert")
-    embedder = q.embedder or (embed_stage.adapter if embed_stage else None)
-    store = q.store or (store_stage.adapter if store_stage else None)
-    if not embedder or not store:
+    if not q.embedder or not q.store:
         raise SpecError(
             "query: cannot tell which embedder and store to use",
-            file=str(pipeline.loaded.path),
+            file=str(pipeline.path),
             path="query",
             hint="set query.embedder and query.store, or have an embed and a vector.upsert stage",
         )
-    embed_policy = embed_stage.policy if embed_stage and embed_stage.adapter == embedder else NO_POLICY
-    gen_policy = pipeline.loaded.spec.policies.get(q.policy, NO_POLICY) if isinstance(q.policy, str) else q.policy
-    return embedder, store, q.adapter, embed_policy, gen_policy or NO_POLICY
+    return q, q.embedder, q.store
 
 
 @runtime_checkable
@@ -91,7 +86,7 @@ async def _check_fingerprint(
     """
     if not isinstance(store, _RecordsFingerprint):
         return  # a store that records no fingerprint cannot be checked
-    spec = pipeline.loaded.path
+    spec = pipeline.path
     table = getattr(store, "name", store_name)
     res = await store.stored_fingerprint()()
     if isinstance(res, Err):
@@ -129,10 +124,9 @@ async def answer_question(
             of another embedder than the spec's (both fingerprints named).
     """
     opts = options or RunOptions()
-    q = pipeline.loaded.spec.query
-    embedder_name, store_name, gen_name, embed_policy, gen_policy = _query_adapters(pipeline)
-    assert q is not None
-    state_dir = opts.state_dir or pipeline.loaded.state_dir
+    q, embedder_name, store_name = _query_of(pipeline)
+    gen_name = q.generator
+    state_dir = opts.state_dir or pipeline.state_dir
     async with opts.open_resources(state_dir) as resources:
         missing = missing_credentials(pipeline, (embedder_name, store_name, gen_name), resources)
         if missing is not None:
@@ -142,8 +136,8 @@ async def answer_question(
         store: VectorStorePort = adapters[store_name]
         generator: GeneratePort = adapters[gen_name]
         await _check_fingerprint(pipeline, store, store_name, embedder, embedder_name)
-        rt_embed = PolicyRuntime(embed_policy, clock=opts.clock, stage="query.embed", seed=opts.seed)
-        rt_gen = PolicyRuntime(gen_policy, clock=opts.clock, stage="query.generate", seed=opts.seed)
+        rt_embed = PolicyRuntime(q.embed_policy, clock=opts.clock, stage="query.embed", seed=opts.seed)
+        rt_gen = PolicyRuntime(q.policy, clock=opts.clock, stage="query.generate", seed=opts.seed)
 
         vec = await rt_embed.apply(embedder.embed_batch([question], "query"))()
         if isinstance(vec, Err):
@@ -158,7 +152,7 @@ async def answer_question(
         chunks = [
             {"id": h.id, "source_id": h.source_id, "text": h.text, "score": h.score, "meta": dict(h.meta)} for h in hits
         ]
-        variables = {"question": question, "chunks": chunks, "params": pipeline.loaded.spec.params}
+        variables = {"question": question, "chunks": chunks, "params": q.params}
         prompt = render_prompt(q.prompt, variables)
         gen = await rt_gen.apply(generator.generate(prompt, question=question, hits=hits))()
         if isinstance(gen, Err):

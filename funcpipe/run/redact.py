@@ -19,12 +19,10 @@ adapters; this module only works out which values a run knows.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel
-
-from funcpipe._redact import MIN_SECRET, REDACTED, Redaction, dsn_passwords
-from funcpipe.compile import CompiledPipeline
+from funcpipe._redact import MIN_SECRET, REDACTED, Redaction
+from funcpipe.compile import CompiledPipeline, secret_sources
 
 
 class Redactor(Redaction):
@@ -49,10 +47,7 @@ class Redactor(Redaction):
             environ: where ``*_env`` variables are read (``os.environ`` by default).
         """
         env = os.environ if environ is None else environ
-        trees: list[object] = [pipeline.loaded.spec.model_dump(by_alias=True)]
-        trees += [a.config for a in pipeline.adapters.values()]
-        trees += [s.config for s in pipeline.stages]
-        return cls(secrets_in(trees, env))
+        return cls(pipeline.secrets.values(env))
 
 
 def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:
@@ -62,31 +57,7 @@ def secrets_in(trees: Iterable[object], environ: Mapping[str, str]) -> set[str]:
     keys, and the passwords of DSNs (``scheme://user:password@...`` and
     ``password=...``), both as written and URL-decoded.
     """
-    found: set[str] = set()
-    for key, value in _leaves(trees):
-        if not isinstance(value, str):
-            continue
-        if key is not None and key.endswith("_env"):
-            secret = environ.get(value)
-            if secret:
-                found.add(secret)
-            continue
-        found.update(dsn_passwords(value))
-    return found
-
-
-def _leaves(trees: Iterable[object]) -> Iterator[tuple[str | None, object]]:
-    stack: list[tuple[str | None, object]] = [(None, t) for t in trees]
-    while stack:
-        key, value = stack.pop()
-        if isinstance(value, BaseModel):
-            stack.extend((str(k), v) for k, v in value.model_dump(by_alias=True).items())
-        elif isinstance(value, Mapping):
-            stack.extend((str(k), v) for k, v in value.items())
-        elif isinstance(value, list | tuple | set | frozenset):
-            stack.extend((key, v) for v in value)
-        else:
-            yield key, value
+    return secret_sources(trees).values(environ)
 
 
 __all__ = ["MIN_SECRET", "REDACTED", "Redactor", "secrets_in"]

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from funcpipe._redact import redact_dsn
+from funcpipe.adapters.resources import ConnectionInit
 from funcpipe.errors import ResourceError
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 
@@ -61,6 +62,16 @@ POOL_CLOSE_TIMEOUT = 5.0
 # get_server is not safe to call from two threads at once for one data
 # directory (it would initdb twice); its own lock is per process, not per thread.
 _SERVER_LOCK = threading.Lock()
+
+
+def _version() -> str:
+    # The installed distribution's version: the root package sits above the runner, so it is not imported here.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("funcpipe-runner")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _print_notice(message: str) -> None:
@@ -355,12 +366,10 @@ class RunResources:
         if self._http is None:
             import httpx
 
-            from funcpipe import __version__
-
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(60.0, connect=10.0),
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0),
-                headers={"User-Agent": f"funcpipe/{__version__}"},
+                headers={"User-Agent": f"funcpipe/{_version()}"},
                 transport=self._http_transport,
             )
             self._stack.push_async_callback(client.aclose)
@@ -386,11 +395,11 @@ class RunResources:
                     ) from exc
             return self._embedded_dsn
 
-    async def pg_pool(self, dsn: str | None, *, max_size: int = 4) -> asyncpg.Pool:
-        """The pool for ``dsn`` (one per DSN; the first request sets its size).
+    async def pg_pool(self, dsn: str | None, *, max_size: int = 4, init: ConnectionInit | None = None) -> asyncpg.Pool:
+        """The pool for ``dsn`` (one per DSN; the first request sets its size and ``init``).
 
-        ``None`` means the embedded server. Every connection gets the pgvector
-        codec once the extension exists (``vector`` values are lists of floats).
+        ``None`` means the embedded server. ``init`` is what the adapter asking
+        needs done on each new connection (pgvector registers its codec).
 
         Raises:
             ResourceError: if the server cannot be started or reached; the
@@ -404,18 +413,17 @@ class RunResources:
         async with self._pool_lock:
             pool = self._pools.get(target)
             if pool is None:
-                pool = await self._open_pool(target, max_size)
+                pool = await self._open_pool(target, max_size, init)
                 self._pools[target] = pool
                 self._stack.push_async_callback(_close_pool, pool)
             return pool
 
-    async def _open_pool(self, dsn: str, max_size: int) -> asyncpg.Pool:
+    async def _open_pool(self, dsn: str, max_size: int, setup: ConnectionInit | None) -> asyncpg.Pool:
         import asyncpg
 
-        from funcpipe.adapters.pgvector import register_vector_codec
-
         async def init(conn: asyncpg.Connection) -> None:
-            await register_vector_codec(conn)
+            if setup is not None:
+                await setup(conn)
 
         self._route_database_reports()
         try:

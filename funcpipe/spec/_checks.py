@@ -7,9 +7,6 @@ invalid: one run of ``funcpipe validate`` reports every error.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -26,7 +23,6 @@ from funcpipe.registry import (
     Registry,
     StageKind,
     did_you_mean,
-    resolve_import,
     unknown_name,
 )
 from funcpipe.spec._diagnose import pydantic_errors, show, value_at
@@ -34,6 +30,7 @@ from funcpipe.spec._paths import Path, format_path
 from funcpipe.spec._yaml import Document
 from funcpipe.spec.sources import source_path_errors
 from funcpipe.spec.templating import TemplateError, check_template
+from funcpipe.stages.imports import importable, resolve_import
 
 PROMPT_VARIABLES = ("chunks", "params", "question")
 """The variables a ``query.prompt`` template is rendered with."""
@@ -52,7 +49,10 @@ class Checked:
     adapters: dict[str, AdapterConfig] = field(default_factory=dict)
     adapter_kinds: dict[str, AdapterKind] = field(default_factory=dict)
     stage_configs: dict[str, BaseModel] = field(default_factory=dict)
+    stage_kinds: dict[str, StageKind] = field(default_factory=dict)
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    """The stage ids in topological order (inputs first); empty when the inputs form a cycle."""
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -157,6 +157,8 @@ class _Checker:
         kind = self.stage_kind(path, use) if isinstance(use, str) else None
         own_id = isinstance(sid, str) and ids.get(sid) == i
         if kind is not None:
+            if own_id:
+                self.out.stage_kinds[str(sid)] = kind
             self.stage_config(path, kind, stage, str(sid) if own_id else None, adapters)
             self.stage_adapter(path, kind, stage.get("adapter"), adapters)
         policy = stage.get("policy")
@@ -338,6 +340,7 @@ class _Checker:
         inputs = self.out.inputs
         state: dict[str, int] = {}
         reported: set[frozenset[str]] = set()
+        topological: list[str] = []
 
         def visit(sid: str, trail: list[str]) -> None:
             if state.get(sid) == 2:
@@ -352,9 +355,12 @@ class _Checker:
             for dep in inputs.get(sid, ()):
                 visit(dep, [*trail, sid])
             state[sid] = 2
+            topological.append(sid)
 
         for sid in inputs:
             visit(sid, [])
+        # The one topological order of the pipeline: the compiler takes it as it is.
+        self.out.order = () if reported else tuple(topological)
 
     def cycle(self, loop: list[str], order: dict[str, int], stages: list[Any]) -> None:
         def explicit(sid: str) -> bool:
@@ -396,7 +402,7 @@ class _Checker:
             name = query.get(key)
             if isinstance(name, str):
                 self.port_reference(("query", key), name, adapters, port, "query")
-            elif name is None and key != "adapter" and not self.has_stage(stages, default_from):
+            elif name is None and key != "adapter" and not self.has_default(stages, key):
                 self.error(
                     ("query",),
                     f"query has no {key}: set `query.{key}`, or give the pipeline "
@@ -410,9 +416,16 @@ class _Checker:
         if isinstance(prompt, str):
             self.out.errors.extend(check_prompt(self.doc, ("query", "prompt"), prompt))
 
-    @staticmethod
-    def has_stage(stages: list[Any], use: str) -> bool:
-        return any(isinstance(s, dict) and s.get("use") == use and isinstance(s.get("adapter"), str) for s in stages)
+    def has_default(self, stages: list[Any], key: str) -> bool:
+        """True if a stage with an adapter gives the query its default ``embedder`` or ``store``."""
+        for stage in stages:
+            sid = stage.get("id") if isinstance(stage, dict) else None
+            kind = self.out.stage_kinds.get(sid) if isinstance(sid, str) else None
+            if kind is None or not isinstance(stage.get("adapter"), str):
+                continue
+            if kind.embeds if key == "embedder" else kind.stores_vectors:
+                return True
+        return False
 
 
 def template_error(doc: Document, path: Path, exc: TemplateError) -> SpecError:
@@ -463,26 +476,11 @@ def check_document(doc: Document, registry: Registry, base_dir: FsPath, *, check
     spec's directory) importable, as the runner does. With ``check_sources``,
     source paths written literally must exist (see `funcpipe.spec.sources`).
     """
-    with _importable(base_dir):
+    with importable(base_dir):
         checked = _Checker(doc, registry).run()
     if check_sources:
         checked.errors.extend(source_path_errors(doc, checked.stage_configs, base_dir))
     return checked
-
-
-@contextmanager
-def _importable(directory: FsPath) -> Iterator[None]:
-    entry = str(directory)
-    if entry in sys.path:
-        yield
-        return
-    sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        # Imported modules stay cached; only the search path is restored.
-        with suppress(ValueError):
-            sys.path.remove(entry)
 
 
 def resolve_policy(value: object, named: dict[str, Policy], fallback: Policy) -> Policy:

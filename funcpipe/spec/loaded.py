@@ -7,6 +7,7 @@ from pathlib import Path
 
 from funcpipe.adapters.config import AdapterConfig
 from funcpipe.policy.models import NO_POLICY, Policy
+from funcpipe.registry import AdapterKind, StageKind
 from funcpipe.spec.models import PipelineSpec
 from funcpipe.stages.config import StageConfig
 
@@ -23,6 +24,10 @@ class LoadedSpec:
         stage_configs: each stage's validated ``with:`` config, by stage id.
         stage_policies: each stage's resolved policy (NO_POLICY if none), by stage id.
         inputs: each stage's input stage ids (empty for sources), by stage id.
+        stage_kinds: each stage's registered kind, by stage id.
+        adapter_kinds: each adapter's registered kind, by adapter name.
+        order: the stage ids in topological order (inputs first).
+        query_policy: the query's resolved policy (NO_POLICY if none).
         fingerprint: sha256 of the canonical, fully-rendered document.
         text: the raw file text.
     """
@@ -34,7 +39,11 @@ class LoadedSpec:
     stage_configs: dict[str, StageConfig]
     stage_policies: dict[str, Policy]
     inputs: dict[str, tuple[str, ...]]
+    stage_kinds: dict[str, StageKind]
+    adapter_kinds: dict[str, AdapterKind]
+    order: tuple[str, ...]
     fingerprint: str
+    query_policy: Policy = NO_POLICY
     text: str = ""
     variables: dict[str, object] = field(default_factory=dict)
 

@@ -9,14 +9,13 @@ every source path at run start, before anything is read or written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path as FsPath
 
 from funcpipe.errors import SpecError, SpecErrors
 from funcpipe.spec._format import format_errors
 from funcpipe.spec._paths import Path, format_path
 from funcpipe.spec._yaml import Document, parse_yaml
-from funcpipe.spec.loaded import LoadedSpec
 from funcpipe.stages.config import FilesSourceConfig, JsonlSourceConfig
 from funcpipe.stages.files import check_source_path
 
@@ -56,35 +55,40 @@ def source_path_errors(
     return errors
 
 
-def check_sources(loaded: LoadedSpec) -> None:
-    """Fail if any source stage of ``loaded`` would read nothing, located at its ``with.path``.
+def check_sources(text: str, file: str, base_dir: FsPath, stages: Iterable[tuple[int, object]]) -> None:
+    """Fail if any source stage would read nothing, located at its ``with.path``.
+
+    Args:
+        text: the spec's text (parsed again for the places of its values; may be empty).
+        file: the spec file's name, for the errors.
+        base_dir: the directory relative paths are resolved against.
+        stages: ``(index in the document's stages, validated with: config)`` of each stage.
 
     Raises:
         SourcePathErrors: one located error per such stage.
     """
-    doc = _document(loaded)
+    doc = _document(text, file)
     errors: list[SpecError] = []
-    for i, stage in enumerate(loaded.spec.stages):
-        config = loaded.stage_configs.get(stage.id)
+    for i, config in stages:
         if not isinstance(config, FilesSourceConfig | JsonlSourceConfig):
             continue
-        problem = check_source_path(config, loaded.base_dir)
+        problem = check_source_path(config, base_dir)
         if problem is None:
             continue
         where: Path = ("stages", i, "with", "path")
         if doc is not None:
             errors.append(doc.error(where, problem.message, hint=problem.hint))
         else:
-            errors.append(SpecError(problem.message, file=str(loaded.path), path=format_path(where), hint=problem.hint))
+            errors.append(SpecError(problem.message, file=file, path=format_path(where), hint=problem.hint))
     if errors:
         raise SourcePathErrors(errors)
 
 
-def _document(loaded: LoadedSpec) -> Document | None:
-    # The loaded spec keeps its text, not its places: parse it again for them.
-    if not loaded.text:
+def _document(text: str, file: str) -> Document | None:
+    # A compiled pipeline keeps the spec's text, not its places: parse it again for them.
+    if not text:
         return None
     try:
-        return parse_yaml(loaded.text, str(loaded.path))
+        return parse_yaml(text, file)
     except SpecErrors:
         return None

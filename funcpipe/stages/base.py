@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 from funcpipe.core import AsyncGen, AsyncPlan, ErrInfo, Item, Result
 from funcpipe.policy.apply import PolicyRuntime
@@ -19,32 +19,45 @@ from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink, null_sink
 from funcpipe.policy.models import NO_POLICY, Batch, Policy
 from funcpipe.policy.stream import apply_batch_policy, apply_stream_policy
+from funcpipe.ports import EmbedPort
 
 Transform: TypeAlias = Callable[[AsyncGen[Item]], AsyncGen[Item]]
 U = TypeVar("U")
+
+
+def no_origin(_source_id: str) -> str:
+    """The origin of rows when nothing tells it: none."""
+    return ""
 
 
 @dataclass
 class StageContext:
     """Everything a stage may use at run time; built by the runner.
 
+    What a stage kind declares it needs (see `funcpipe.registry.StageKind`)
+    is resolved by the compiler and filled in here; the rest is left at its
+    default.
+
     Attributes:
         stage_id: the stage's id.
-        adapter: the port implementation named by ``adapter:``, if any.
+        adapter: the port implementation named by ``adapter:``, if any (the
+            stage kind knows which port it asked for).
         policy: the stage's resolved policy.
-        batch: the stage's batching, if any.
+        batch: the stage's batching: as written, else its kind's default.
         runtime: the policy interpreter holding this stage's per-run state.
         events: where to report events.
         clock: the run's clock.
         base_dir: directory relative paths are resolved against.
         state_dir: the run's ``.funcpipe/`` directory.
         adapters: every adapter of the pipeline by name (created lazily).
-        services: runner services stages may use, by name (e.g. ``"embedder"``).
+        embedder: the embedder feeding the stage, for kinds that declare ``embedder``.
+        origin_of: source id -> the origin its rows carry, for kinds that declare ``origins``.
+        prepared: True once the kind's ``prepare`` step has run for this run.
         shutdown: set by the runner on a signal: partial batches are flushed at once.
     """
 
     stage_id: str
-    adapter: Any = None
+    adapter: object = None
     policy: Policy = NO_POLICY
     batch: Batch | None = None
     runtime: PolicyRuntime | None = None
@@ -52,8 +65,10 @@ class StageContext:
     clock: Clock = REAL_CLOCK
     base_dir: Path = field(default_factory=Path.cwd)
     state_dir: Path = field(default_factory=lambda: Path.cwd() / ".funcpipe")
-    adapters: Mapping[str, Any] = field(default_factory=dict)
-    services: Mapping[str, Any] = field(default_factory=dict)
+    adapters: Mapping[str, object] = field(default_factory=dict)
+    embedder: EmbedPort | None = None
+    origin_of: Callable[[str], str] = no_origin
+    prepared: bool = False
     shutdown: asyncio.Event | None = None
 
     def __post_init__(self) -> None:

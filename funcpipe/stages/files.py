@@ -69,7 +69,8 @@ def _iter_files(root: Path, config: FilesSourceConfig) -> Iterator[Path]:
                 yield p
 
 
-def _list_files(root: Path, config: FilesSourceConfig) -> list[Path]:
+def list_files(root: Path, config: FilesSourceConfig) -> list[Path]:
+    """The files ``source.files`` reads under ``root``, sorted: ``root`` itself if it is a file, none if absent."""
     if root.is_file():
         return [root]
     if not root.is_dir():
@@ -245,7 +246,7 @@ def source_files(config: FilesSourceConfig, ctx: StageContext) -> Transform:
                 yield Err(_missing_path(config.path, ctx.stage_id))
                 return
             try:
-                paths = await asyncio.to_thread(_list_files, root, config)
+                paths = await asyncio.to_thread(list_files, root, config)
             except OSError as exc:
                 yield Err(
                     ErrInfo(

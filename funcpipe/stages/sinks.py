@@ -86,7 +86,7 @@ def sink_jsonl(config: JsonlSinkConfig, ctx: StageContext) -> Transform:
         return run
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        return ctx.map_batches(upstream, call, default_size=256)
+        return ctx.map_batches(upstream, call)
 
     return transform
 
@@ -111,6 +111,6 @@ def sink_stdout(config: StdoutSinkConfig, ctx: StageContext) -> Transform:
         return run
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        return ctx.map_batches(upstream, call, default_size=1)
+        return ctx.map_batches(upstream, call)
 
     return transform

@@ -17,15 +17,17 @@ from funcpipe.core import (
     async_gen_filter,
     user_error,
 )
-from funcpipe.registry import resolve_import
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import CallableConfig
+from funcpipe.stages.imports import importable, resolve_import
 
 _DROPPED = object()
 
 
-def _load(config: CallableConfig) -> Callable[..., Any]:
-    fn = resolve_import(config.fn)
+def _load(config: CallableConfig, ctx: StageContext) -> Callable[..., Any]:
+    # User callables live beside the spec, as the loader found them.
+    with importable(ctx.base_dir):
+        fn = resolve_import(config.fn)
     if not callable(fn):
         raise TypeError(f"{config.fn} is not callable")
     return fn  # type: ignore[no-any-return]
@@ -52,7 +54,7 @@ def map_stage(config: CallableConfig, ctx: StageContext) -> Transform:
     ``fn`` may return data, a whole `Item`, or None to drop the item (reported
     as filtered). An exception becomes a ``USER_CODE`` error with its traceback.
     """
-    fn = _load(config)
+    fn = _load(config, ctx)
     kwargs = dict(config.kwargs)
 
     def plan(item: Item) -> AsyncPlan[object]:
@@ -78,7 +80,7 @@ def map_stage(config: CallableConfig, ctx: StageContext) -> Transform:
 
 def filter_stage(config: CallableConfig, ctx: StageContext) -> Transform:
     """Keep the items for which ``fn(item)`` is truthy; drops are reported as filtered."""
-    fn = _load(config)
+    fn = _load(config, ctx)
     kwargs = dict(config.kwargs)
 
     def plan(item: Item) -> AsyncPlan[object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from funcpipe.core import (
     AsyncGen,
@@ -59,7 +59,7 @@ def _cost_fn(ctx: StageContext) -> Any:
 
 def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
     """Embed each item's text; the output data is ``{"text", "embedding"}``."""
-    port: EmbedPort = ctx.adapter
+    port = cast(EmbedPort, ctx.adapter)
 
     def call(items: Sequence[Item]) -> AsyncPlan[Sequence[Result[Item, ErrInfo]]]:
         texts = [item_text(i) or "" for i in items]
@@ -85,7 +85,6 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
         return ctx.map_batches(
             _texts_only(upstream, ctx),
             call,
-            default_size=min(64, port.max_batch),
             max_size=port.max_batch,
             cost=_cost_fn(ctx),
         )
@@ -115,10 +114,10 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
     batch are pruned in one call per origin. Deleting the rows of sources
     that are gone is the runner's end-of-run sync, not this stage's.
     """
-    store: VectorStorePort = ctx.adapter
-    embedder: EmbedPort | None = ctx.services.get("embedder")
-    origin_of: Callable[[str], str] = ctx.services.get("origin_of") or (lambda _sid: "")
-    state: dict[str, Any] = {"ready": False, "lock": None}
+    store = cast(VectorStorePort, ctx.adapter)
+    embedder = ctx.embedder
+    origin_of = ctx.origin_of
+    state: dict[str, Any] = {"ready": ctx.prepared, "lock": None}
     committed: dict[str, set[str]] = {}
 
     async def ready(records: Sequence[VectorRecord]) -> Result[None, ErrInfo]:
@@ -178,9 +177,22 @@ def upsert(config: UpsertConfig, ctx: StageContext) -> Transform:
         return run
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        return ctx.map_batches(upstream, call, default_size=256)
+        return ctx.map_batches(upstream, call)
 
     return transform
+
+
+def prepare_upsert(_config: UpsertConfig, ctx: StageContext) -> AsyncPlan[None] | None:
+    """The store's ``ensure`` for the fingerprint of the embedder feeding it, before any source is read.
+
+    A table filled by another embedder is then a run error up front, before a
+    corpus is embedded (and paid for) only to be refused at the first write.
+    Without a known embedder there is nothing to check yet: the first write
+    prepares the store for the vectors it brings.
+    """
+    if ctx.embedder is None:
+        return None
+    return cast(VectorStorePort, ctx.adapter).ensure(ctx.embedder.fingerprint)
 
 
 async def _delete_stale(
@@ -217,8 +229,8 @@ async def _delete_stale(
 
 def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
     """For each item's text, emit its ``top_k`` nearest chunks as items (best first)."""
-    store: VectorStorePort = ctx.adapter
-    embedder: EmbedPort | None = ctx.adapters.get(config.embedder) if config.embedder else ctx.services.get("embedder")
+    store = cast(VectorStorePort, ctx.adapter)
+    embedder = ctx.embedder
     if embedder is None:
         raise ValueError(f"stage {ctx.stage_id}: vector.query needs an embedder: set with.embedder")
 

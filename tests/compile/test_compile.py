@@ -137,3 +137,38 @@ def test_no_event_loop_is_needed_to_compile(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
     assert compile_pipeline(load_spec_text(SPEC, base_dir=tmp_path)).name == "pure"
+
+
+def test_a_compiled_pipeline_carries_its_settings_and_not_the_spec(tmp_path: Path) -> None:
+    loaded = load_spec_text(SPEC + "on_error: {mode: fail_fast, dead_letter: dead/x.jsonl}\n", base_dir=tmp_path)
+    p = compile_pipeline(loaded)
+    assert not hasattr(p, "loaded")
+    assert (p.base_dir, p.state_dir, p.fingerprint) == (tmp_path, tmp_path / ".funcpipe", loaded.fingerprint)
+    assert p.fail_fast and p.dead_letter == tmp_path / "dead" / "x.jsonl"
+    assert p.shutdown_timeout == loaded.spec.shutdown_timeout
+    assert "OPENAI_API_KEY" in p.secrets.env_names
+
+
+def test_compile_resolves_what_each_stage_kind_declares_it_needs(tmp_path: Path) -> None:
+    p = compile_pipeline(load_spec_text(SPEC, base_dir=tmp_path))
+    store, copy = p.stage("store"), p.stage("copy")
+    assert store.kind.embedder and store.embedder == "emb"  # the embedder behind the store
+    assert store.origin == "pure/load"
+    assert store.run_batch is not None and store.run_batch.size == 256  # the kind's default
+    assert p.stage("embed").run_batch is not None and p.stage("embed").run_batch.size == 8  # as written
+    assert not copy.kind.embedder and copy.kind.prepare is None
+
+
+def test_compile_resolves_the_query_once(tmp_path: Path) -> None:
+    p = compile_pipeline(load_spec_text(SPEC, base_dir=tmp_path))
+    q = p.query
+    assert q is not None
+    assert (q.generator, q.embedder, q.store, q.top_k) == ("llm", "emb", "db", 5)
+    assert q.embed_policy == p.stage("embed").policy  # the question is embedded under the embed stage's policy
+
+
+def test_compile_takes_the_kinds_and_order_the_loader_resolved(tmp_path: Path) -> None:
+    loaded = load_spec_text(SPEC, base_dir=tmp_path)
+    p = compile_pipeline(loaded)
+    assert [s.id for s in p.stages] == list(loaded.order)
+    assert all(s.kind is loaded.stage_kinds[s.id] for s in p.stages)

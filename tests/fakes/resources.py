@@ -50,7 +50,7 @@ class FakeResources:
         """The client given at construction."""
         return self._client
 
-    async def pg_pool(self, dsn: str | None, *, max_size: int = 4) -> Any:
+    async def pg_pool(self, dsn: str | None, *, max_size: int = 4, init: Any = None) -> Any:
         """No database here."""
         raise ResourceError("FakeResources has no database")
 
