@@ -179,7 +179,9 @@ def _outside_loop(call: str, instead: str) -> None:
 
 def _sync(call: str, instead: str, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     _outside_loop(call, instead)
-    return asyncio.run(coro())
+    from funcpipe.run import drive
+
+    return drive(coro)
 
 
 def _check_settings(options: Mapping[str, object]) -> None:

@@ -176,6 +176,7 @@ EXPECTED_RUN_EXPORTS = [
     "RunReport",
     "Runner",
     "StageReport",
+    "drive",
     "perform",
     "perform_async",
     "run_pipeline",

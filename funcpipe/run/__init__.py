@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from funcpipe.run._driver import perform, perform_async
+from funcpipe.run._driver import drive, perform, perform_async
 from funcpipe.run.report import RunReport, StageReport
 from funcpipe.run.runner import Runner, RunOptions, run_pipeline
 
@@ -11,6 +11,7 @@ __all__ = [
     "RunReport",
     "Runner",
     "StageReport",
+    "drive",
     "perform",
     "perform_async",
     "run_pipeline",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from funcpipe.core import AsyncPlan, Err, ErrInfo, Result, user_error
 
@@ -21,3 +22,13 @@ async def perform_async(plan: AsyncPlan[T]) -> Result[T, ErrInfo]:
 def perform(plan: AsyncPlan[T]) -> Result[T, ErrInfo]:
     """Drive ``plan`` to completion in a new event loop."""
     return asyncio.run(perform_async(plan))
+
+
+def drive(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``make_coro()`` to completion in a new event loop.
+
+    The synchronous entry points of the root API (``Pipeline.run()``,
+    ``Pipeline.query()``) start their loop here, so only `funcpipe.run`
+    starts one. Exceptions propagate as they are.
+    """
+    return asyncio.run(make_coro())
