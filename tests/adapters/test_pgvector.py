@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from funcpipe.adapters.config import PgvectorConfig
 from funcpipe.adapters.pgvector import (
     PgvectorStore,
-    _connection,
     create,
     decode_vector,
     derived_name,
@@ -24,6 +23,7 @@ from funcpipe.adapters.pgvector import (
     quote_ident,
     register_vector_codec,
 )
+from funcpipe.adapters.pgvector._errors import _connection
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import ResourceError
 from funcpipe.policy.apply import apply_policy

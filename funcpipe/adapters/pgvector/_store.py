@@ -1,67 +1,25 @@
-"""The ``pgvector`` vector store: PostgreSQL with the pgvector extension, on asyncpg.
-
-With no ``dsn`` the store uses the embedded server the run's resources start
-under ``.funcpipe/pgdata``; with one, any PostgreSQL where pgvector is
-installed (in a schema on the search path). One table holds the chunks::
-
-    id text PRIMARY KEY, source_id text, text text, meta jsonb,
-    embedding vector(dim), updated_at timestamptz, origin text
-
-``origin`` names the pipeline and source stage that wrote a row, so source
-sync (`prune`) deletes only its own rows; tables made before it existed get
-the column (``''`` for old rows) from `ensure`.
-
-Its comment records the embedder's fingerprint; writing with another
-embedder is refused with both fingerprints named. An upsert is a binary COPY
-into a session-temporary table, then one ``INSERT ... ON CONFLICT (id) DO
-UPDATE``, in one transaction; rows whose content did not change are not
-rewritten. Names are validated by the config and always quoted here.
-
-Failures are `ErrInfo` values, never exceptions, coded from the SQLSTATE,
-or for client-side errors from what asyncpg raised:
-
-    08xxx, 40xxx, 57P01-57P03, 53300, 55P03, 25P03   TRANSIENT   (lost connection, conflict, restart)
-    OSError from the socket (reset, refused, gone)   TRANSIENT   (server down or restarting)
-    InterfaceError: connection closed, or another    TRANSIENT   (a connection the server dropped
-      operation in progress; InternalClientError                  mid-operation: its protocol state
-      (protocol state desynchronised)                             is lost)
-    stale prepared statement or schema cache         TRANSIENT
-    57014 (statement_timeout), client timeouts       TIMEOUT
-    28xxx, 3D000, 42501, 0A000, 58xxx, 53100, XX     FATAL_DB    (retrying cannot help)
-    anything else                                    DB_ERROR
-
-08xxx covers asyncpg's ConnectionDoesNotExistError; 57P01 is AdminShutdown
-(``pg_terminate_backend``, a fast shutdown), 57P02 CrashShutdown, 57P03
-CannotConnectNowError (starting up or shutting down). A connection that
-raised anything but an ordinary server error (one that leaves the session
-usable, such as a constraint violation) is terminated, not returned to the
-pool, so a retry never meets the same broken connection; the pool opens a
-fresh one.
-"""
+"""The pgvector store itself: `PgvectorStore` over one table, and the adapter factory."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import sys
-from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from funcpipe.adapters._storable import meta_json, refusal
 from funcpipe.adapters.config import PgvectorConfig
+from funcpipe.adapters.pgvector._errors import _connection, error_info
+from funcpipe.adapters.pgvector._sql import derived_name, quote_ident, register_vector_codec
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
-from funcpipe.errors import ResourceError
 from funcpipe.ports import Embedding, Fingerprint, QueryHit, VectorRecord
 
 T = TypeVar("T")
 
-_MAX_IDENT = 63
 _STAGE = "funcpipe_upsert_stage"
 # One advisory lock for every ensure: creating the extension, a schema or an
 # index concurrently would otherwise race on the catalogs.
@@ -69,191 +27,6 @@ _ENSURE_LOCK = int.from_bytes(hashlib.sha256(b"funcpipe.pgvector.ensure").digest
 _COMMENT_KEY = "funcpipe_embedder"
 _MAX_EF_SEARCH = 1000
 _DEFAULT_EF_SEARCH = 40
-
-
-# -- SQL text -----------------------------------------------------------------
-
-
-def quote_ident(name: str) -> str:
-    """``name`` as a quoted SQL identifier: in double quotes, inner quotes doubled.
-
-    Raises:
-        ValueError: if ``name`` is empty, longer than 63 bytes or holds a NUL.
-    """
-    if not name or "\x00" in name or len(name.encode("utf-8")) > _MAX_IDENT:
-        raise ValueError(f"{name!r} cannot be an SQL identifier (empty, NUL, or over {_MAX_IDENT} bytes)")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def derived_name(table: str, suffix: str) -> str:
-    """The name of an object belonging to ``table`` (``<table>_<suffix>``), at most 63 bytes.
-
-    A name too long is shortened with a hash of the full one, so two long
-    table names never share an index name.
-    """
-    name = f"{table}_{suffix}"
-    if len(name.encode("utf-8")) <= _MAX_IDENT:
-        return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    keep = _MAX_IDENT - len(suffix) - len(digest) - 2
-    return f"{table.encode('utf-8')[:keep].decode('utf-8', 'ignore')}_{digest}_{suffix}"
-
-
-# -- the vector codec ----------------------------------------------------------
-
-_BIG_ENDIAN = sys.byteorder == "big"
-
-
-def encode_vector(value: Sequence[float]) -> bytes:
-    """pgvector's binary wire format: int16 dimension, int16 zero, float4 values, big-endian."""
-    values = array("f", value)
-    if not _BIG_ENDIAN:
-        values.byteswap()
-    return len(values).to_bytes(2, "big") + b"\x00\x00" + values.tobytes()
-
-
-def decode_vector(data: bytes) -> list[float]:
-    """The values of a vector in pgvector's binary wire format."""
-    dim = int.from_bytes(data[:2], "big")
-    values = array("f")
-    values.frombytes(data[4 : 4 + 4 * dim])
-    if not _BIG_ENDIAN:
-        values.byteswap()
-    return values.tolist()
-
-
-async def register_vector_codec(conn: asyncpg.Connection) -> bool:
-    """Teach ``conn`` to send and receive ``vector`` values as lists of floats.
-
-    Returns:
-        False if the extension is not installed yet (nothing to register).
-    """
-    schema = await conn.fetchval(
-        "SELECT n.nspname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
-        "JOIN pg_catalog.pg_extension e ON e.extnamespace = n.oid AND e.extname = 'vector' "
-        "WHERE t.typname = 'vector'"
-    )
-    if schema is None:
-        return False
-    await conn.set_type_codec("vector", schema=schema, encoder=encode_vector, decoder=decode_vector, format="binary")
-    return True
-
-
-# -- errors ---------------------------------------------------------------------
-
-_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "55P03", "25P03"})
-_FATAL_STATES = frozenset({"3D000", "42501", "0A000", "53100", "53200"})
-_FATAL_CLASSES = ("28", "58", "XX")
-_HINTS = {
-    "28": "the server rejected the credentials: check the user and password of the dsn",
-    "3D000": "the database named in the dsn does not exist: create it or fix the dsn",
-    "42501": "the database user lacks a privilege it needs here: grant it, or use another user",
-    "0A000": "the server lacks a feature funcpipe needs: install pgvector (CREATE EXTENSION vector), "
-    "or remove dsn to use the embedded server",
-    "58P01": "install pgvector on the server (CREATE EXTENSION vector), or remove dsn to use the embedded server",
-    "42P01": "the table does not exist yet: run the ingest pipeline first (its vector.upsert creates it)",
-    "53100": "the database server's disk is full",
-}
-
-
-def _hint(sqlstate: str) -> str | None:
-    return _HINTS.get(sqlstate) or _HINTS.get(sqlstate[:2])
-
-
-def _code_of(sqlstate: str) -> str:
-    if sqlstate.startswith(("08", "40")) or sqlstate in _TRANSIENT_STATES:
-        return ErrCode.TRANSIENT
-    if sqlstate == "57014":
-        return ErrCode.TIMEOUT
-    if sqlstate in _FATAL_STATES or sqlstate.startswith(_FATAL_CLASSES):
-        return ErrCode.FATAL_DB
-    return ErrCode.DB_ERROR
-
-
-def error_info(exc: BaseException, *, doing: str = "") -> ErrInfo:
-    """The `ErrInfo` for an exception raised while talking to PostgreSQL.
-
-    Args:
-        exc: what asyncpg, the socket or the resources raised.
-        doing: what the store was doing, for the message (e.g. ``upsert into public.chunks``).
-    """
-    prefix = f"{doing}: " if doing else ""
-    name = type(exc).__name__
-    if isinstance(exc, ResourceError):
-        cause = exc.__cause__
-        inner = error_info(cause) if cause is not None else ErrInfo(ErrCode.FATAL_DB, str(exc))
-        return ErrInfo(inner.code, f"{prefix}{exc}", {**inner.meta, "exception": name})
-    if isinstance(exc, asyncpg.exceptions.InvalidCachedStatementError | asyncpg.exceptions.OutdatedSchemaCacheError):
-        # The schema changed under a prepared statement; asyncpg has dropped
-        # the stale one, so the same call succeeds when tried again.
-        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}{exc}", {"exception": name})
-    if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        hint = _hint(sqlstate)
-        msg = f"{prefix}{exc} (SQLSTATE {sqlstate})" + (f"; {hint}" if hint else "")
-        return ErrInfo(_code_of(sqlstate), msg, {"sqlstate": sqlstate, "exception": name})
-    if isinstance(exc, TimeoutError):
-        return ErrInfo(ErrCode.TIMEOUT, f"{prefix}timed out talking to PostgreSQL", {"exception": name})
-    if isinstance(exc, OSError):
-        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {exc}", {"exception": name})
-    if _lost_connection(exc):
-        return ErrInfo(ErrCode.TRANSIENT, f"{prefix}connection to PostgreSQL lost: {name}: {exc}", {"exception": name})
-    return ErrInfo(ErrCode.DB_ERROR, f"{prefix}{name}: {exc}", {"exception": name})
-
-
-# What asyncpg says when a connection closed under an operation, or when its
-# protocol state was left behind by one that the server cut short.
-# (A connection the server closed goes back to the pool at once, so its
-# proxy then says it was released.)
-_LOST_PHRASES = (
-    "connection is closed",
-    "connection was closed",
-    "another operation is in progress",
-    "released back to the pool",
-)
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    """Whether ``exc`` says the connection itself is gone or out of step (not the request)."""
-    if isinstance(exc, asyncpg.exceptions.InternalClientError):
-        return True
-    if isinstance(exc, asyncpg.InterfaceError):
-        text = str(exc)
-        return any(phrase in text for phrase in _LOST_PHRASES)
-    return False
-
-
-def _spoils_connection(exc: BaseException) -> bool:
-    """Whether a connection that raised ``exc`` must be thrown away rather than reused.
-
-    A server error with an ordinary SQLSTATE leaves the session usable (the
-    transaction is rolled back); anything else (a lost socket, a protocol
-    out of step, a cancelled operation) may leave it mid-protocol.
-    """
-    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError):
-        sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        # The server ends the session after these (shutdown, idle timeout).
-        return sqlstate.startswith("57P") or sqlstate == "25P03"
-    return True
-
-
-@contextlib.asynccontextmanager
-async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection from ``pool``, terminated instead of reused if it raised a connection fault."""
-    async with pool.acquire() as conn:
-        try:
-            yield conn
-        except BaseException as exc:
-            if _spoils_connection(exc):
-                # The pool sees it closed and opens a fresh one on the next
-                # acquire. A connection already closed has gone back to the
-                # pool by itself, and its proxy refuses every call.
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    conn.terminate()
-            raise
-
-
-# -- the store ----------------------------------------------------------------------
 
 
 def _fingerprint_comment(fingerprint: Fingerprint) -> str:
