@@ -22,8 +22,8 @@ from typing import TypeVar
 from funcpipe.adapters._storable import refusal
 from funcpipe.adapters.config import MemoryConfig
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_pure
-from funcpipe.ports import Embedding, Fingerprint, QueryHit, VectorRecord
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
+from funcpipe.ports import Embedding, Fingerprint, QueryHit, RetrievalMode, VectorRecord
 
 T = TypeVar("T")
 
@@ -172,9 +172,17 @@ class MemoryStore:
         )
 
     def query(
-        self, vector: Embedding, top_k: int, filter: Mapping[str, object] | None = None
+        self,
+        vector: Embedding,
+        top_k: int,
+        filter: Mapping[str, object] | None = None,
+        *,
+        text: str | None = None,
+        mode: RetrievalMode = "vector",
     ) -> AsyncPlan[list[QueryHit]]:
         """The ``top_k`` rows nearest ``vector`` by exact cosine distance, best first, ties by id."""
+        if mode != "vector":
+            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"the memory store cannot rank by {mode} yet"))
         q = array("f", vector)
         q_norm = math.sqrt(math.fsum(x * x for x in q))
         wanted = _json_roundtrip(filter) if filter else None

@@ -21,6 +21,10 @@ Embedding = Sequence[float]
 Purpose = Literal["document", "query"]
 
 
+RetrievalMode = Literal["vector", "keyword", "hybrid"]
+"""How a store ranks records for a query: by vector, by full-text keywords, or both fused."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What makes embeddings comparable: the embedder's kind, model and dimension."""
@@ -265,9 +269,25 @@ class VectorStorePort(Protocol):
         ...
 
     def query(
-        self, vector: Embedding, top_k: int, filter: Mapping[str, object] | None = None
+        self,
+        vector: Embedding,
+        top_k: int,
+        filter: Mapping[str, object] | None = None,
+        *,
+        text: str | None = None,
+        mode: RetrievalMode = "vector",
     ) -> AsyncPlan[list[QueryHit]]:
-        """The ``top_k`` nearest records (cosine), optionally filtered on metadata equality."""
+        """The ``top_k`` best records, best first, optionally filtered on metadata equality.
+
+        ``mode`` chooses the ranking: ``vector`` (cosine to ``vector``),
+        ``keyword`` (full-text match of ``text``) or ``hybrid`` (both, fused by
+        reciprocal rank fusion). A store that cannot rank by a mode fails with
+        ``SERVICE_SPECIFIC`` naming the store and the mode.
+        """
+        ...
+
+    def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]:
+        """Whether the table exists, and the fingerprint of the embedder that wrote it (None if unrecorded)."""
         ...
 
     def count(self) -> AsyncPlan[int]:
@@ -294,6 +314,7 @@ __all__ = [
     "Generation",
     "Purpose",
     "QueryHit",
+    "RetrievalMode",
     "VectorRecord",
     "VectorStorePort",
     "as_embed_port",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from funcpipe.compile import CompiledPipeline, CompiledQuery
-from funcpipe.core import AsyncPlan, Err, Ok
+from funcpipe.core import Err, Ok
 from funcpipe.errors import RunError, SpecError
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.ports import EmbedPort, Fingerprint, GeneratePort, Generation, QueryHit, VectorStorePort
@@ -64,13 +64,6 @@ def _query_of(pipeline: CompiledPipeline) -> tuple[CompiledQuery, str, str]:
     return q, q.embedder, q.store
 
 
-@runtime_checkable
-class _RecordsFingerprint(Protocol):
-    """A store that can tell, without changing anything, which embedder wrote it."""
-
-    def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]: ...
-
-
 def _describe(fp: Fingerprint) -> str:
     return f"{fp} (kind {fp.kind}, model {fp.model}, dimension {fp.dim})"
 
@@ -84,8 +77,6 @@ async def _check_fingerprint(
     it would compare vectors of two embedders: an error for another
     dimension, and silently wrong neighbours for the same one.
     """
-    if not isinstance(store, _RecordsFingerprint):
-        return  # a store that records no fingerprint cannot be checked
     spec = pipeline.path
     table = getattr(store, "name", store_name)
     res = await store.stored_fingerprint()()

@@ -16,7 +16,7 @@ from funcpipe.adapters.pgvector._errors import _connection, error_info
 from funcpipe.adapters.pgvector._sql import derived_name, quote_ident, register_vector_codec
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
-from funcpipe.ports import Embedding, Fingerprint, QueryHit, VectorRecord
+from funcpipe.ports import Embedding, Fingerprint, QueryHit, RetrievalMode, VectorRecord
 
 T = TypeVar("T")
 
@@ -330,7 +330,13 @@ class PgvectorStore:
     # -- reads --
 
     def query(
-        self, vector: Embedding, top_k: int, filter: Mapping[str, object] | None = None
+        self,
+        vector: Embedding,
+        top_k: int,
+        filter: Mapping[str, object] | None = None,
+        *,
+        text: str | None = None,
+        mode: RetrievalMode = "vector",
     ) -> AsyncPlan[list[QueryHit]]:
         """The ``top_k`` rows nearest ``vector`` by cosine distance, best first, ties by id.
 
@@ -339,6 +345,8 @@ class PgvectorStore:
         are exact and reproducible; otherwise HNSW answers, searching at least
         ``top_k`` candidates and scanning on while a filter rejects them.
         """
+        if mode != "vector":
+            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"the pgvector store cannot rank by {mode} yet"))
         values = [float(x) for x in vector]
         where = "WHERE meta @> $3::jsonb" if filter else ""
         sql = (
