@@ -171,6 +171,10 @@ class MemoryStore:
             lambda _fp: Ok(sorted({row.source_id for row in self._rows.values() if row.origin == origin}))
         )
 
+    def existing_ids(self, ids: Sequence[str]) -> AsyncPlan[set[str]]:
+        """The ids among ``ids`` that are stored."""
+        return self._plan(lambda _fp: Ok({i for i in ids if i in self._rows}))
+
     def query(
         self,
         vector: Embedding,

@@ -268,6 +268,10 @@ class VectorStorePort(Protocol):
         """The distinct source ids of the rows of ``origin``, sorted."""
         ...
 
+    def existing_ids(self, ids: Sequence[str]) -> AsyncPlan[set[str]]:
+        """The ids among ``ids`` that are stored (their vectors came from the table's own embedder)."""
+        ...
+
     def query(
         self,
         vector: Embedding,

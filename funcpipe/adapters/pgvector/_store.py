@@ -327,6 +327,18 @@ class PgvectorStore:
 
         return self._plan("list sources of", body)
 
+    def existing_ids(self, ids: Sequence[str]) -> AsyncPlan[set[str]]:
+        """The ids among ``ids`` that are stored, in one statement."""
+        wanted = list(dict.fromkeys(ids))
+
+        async def body(pool: asyncpg.Pool) -> Result[set[str], ErrInfo]:
+            if not wanted:
+                return Ok(set())
+            rows = await pool.fetch(f"SELECT id FROM {self._table} WHERE id = ANY($1::text[])", wanted)
+            return Ok({r["id"] for r in rows})
+
+        return self._plan("look up ids in", body)
+
     # -- reads --
 
     def query(
