@@ -74,6 +74,8 @@ class RunSettings(TypedDict, total=False):
         buffer: capacity of the queues between fanned-out or merged stages (default 64).
         resources: factory ``(state_dir, clock) -> async context manager`` of
             what adapters are lent (default: HTTP client, pools, embedded PostgreSQL).
+        force: start even when the estimate exceeds a budget (``--force``); the
+            run still stops when the budget is spent.
     """
 
     fresh: bool
@@ -88,6 +90,7 @@ class RunSettings(TypedDict, total=False):
     clock: Clock
     buffer: int
     resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None
+    force: bool
 
 
 _SETTINGS = frozenset(RunSettings.__annotations__)
@@ -149,8 +152,29 @@ class Estimate:
 
         return least_duration(list(self.stages))
 
+    @property
+    def tokens(self) -> int:
+        """The input tokens the embedding stages will send, estimated from characters."""
+        return sum(s.tokens or 0 for s in self.stages)
+
+    @property
+    def cost(self) -> float | None:
+        """The estimated cost in USD over the priced adapters; None when none is priced."""
+        costs = [s.cost for s in self.stages if s.cost is not None]
+        return sum(costs) if costs else None
+
+    @property
+    def over_budget(self) -> list[str]:
+        """What the estimate exceeds, one entry per budget; a run refuses to start on it unless ``force``."""
+        from funcpipe.run.estimate import over_budget
+
+        return over_budget(self._compiled, list(self.stages))
+
     def to_json(self) -> dict[str, Any]:
-        """``{"pipeline", "latency_s", "least_duration_s", "stages"}``, as ``--dry-run --log-format json`` prints."""
+        """The plan and estimate as ``--dry-run --log-format json`` prints them.
+
+        ``{"pipeline", "latency_s", "least_duration_s", "stages", "tokens", "cost", "budgets"}``.
+        """
         from funcpipe.run.estimate import to_json
 
         return to_json(self._compiled, list(self.stages), latency=self.latency)
@@ -223,7 +247,7 @@ class RunSession:
         passed: Mapping[str, Any] = options
         given: dict[str, Any] = {
             k: passed[k]
-            for k in ("fresh", "seed", "shutdown_timeout", "handle_signals", "clock", "buffer", "resources")
+            for k in ("fresh", "seed", "shutdown_timeout", "handle_signals", "clock", "buffer", "resources", "force")
             if k in passed
         }
         for key in ("report_path", "state_dir"):
@@ -369,11 +393,13 @@ class Pipeline:
         Args:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
                 ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
-                ``state_dir``, ``clock``, ``buffer``, ``resources`` (see `RunSettings`).
+                ``state_dir``, ``clock``, ``buffer``, ``resources``, ``force`` (see `RunSettings`).
 
         Raises:
             RunError: the run could not start, and nothing was done (an unset
-                API key, an unwritable state directory or report path).
+                API key, an unwritable state directory or report path; or
+                `funcpipe.errors.BudgetExceeded`, exit code 4, when the estimate
+                exceeds a budget and ``force`` is not set).
             RuntimeError: when called inside a running event loop: use `run_async`.
         """
         _check_settings(options)

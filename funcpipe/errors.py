@@ -5,7 +5,11 @@
      │    └── SpecErrors    several located SpecErrors at once
      └── RunError           the run failed                (exit code 1)
           ├── ResourceError a client, pool or server could not be opened
-          └── FailFast      on_error: fail_fast stopped the run at the first failed item
+          ├── FailFast      on_error: fail_fast stopped the run at the first failed item
+          └── BudgetExceeded the estimate exceeds a budget: not started (exit code 4)
+
+A run a budget stopped is not an exception: its report says ``budget_exhausted``
+and its exit code is `BUDGET_EXHAUSTED_EXIT` (3).
 
 Inside a stream, failures are `funcpipe.core.ErrInfo` values, never these.
 """
@@ -113,3 +117,13 @@ class ResourceError(RunError):
 
 class FailFast(RunError):
     """``on_error: fail_fast`` stopped the run at the first failed item."""
+
+
+class BudgetExceeded(RunError):
+    """The dry-run estimate of a run exceeds one of its budgets, so it was not started (``--force`` overrides)."""
+
+    exit_code = 4
+
+
+BUDGET_EXHAUSTED_EXIT = 3
+"""The exit code of a run stopped by an exhausted budget (its report's status is ``budget_exhausted``)."""

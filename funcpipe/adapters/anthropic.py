@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from funcpipe.adapters.config import AnthropicConfig
-from funcpipe.adapters.http import HTTPAdapter, malformed
+from funcpipe.adapters.http import HTTPAdapter, malformed, report_generation
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
 from funcpipe.ports import Generation, QueryHit
@@ -71,7 +71,7 @@ class AnthropicAdapter(HTTPAdapter):
             answer = await self.post("v1/messages", body)
             if isinstance(answer, Err):
                 return answer
-            return parse_message(answer.value)
+            return report_generation(parse_message(answer.value))
 
         return run
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from funcpipe.adapters.config import CohereConfig
 from funcpipe.adapters.http import HTTPEmbedder, check_vectors, malformed, unknown_dimension
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import Err, ErrCode, ErrInfo, Result
+from funcpipe.core import Err, ErrCode, ErrInfo, Result, report_usage
 from funcpipe.ports import Purpose
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
@@ -30,6 +30,17 @@ PROVIDER = "cohere"
 
 # 498 is Cohere's "invalid token"; 499 a request cancelled on their side.
 STATUS_CODES: Mapping[int, str] = {498: ErrCode.AUTH, 499: ErrCode.TRANSIENT}
+
+
+def billed_tokens(payload: object) -> int | None:
+    """The input tokens a v2 embed response says it billed (``meta.billed_units.input_tokens``), if it says."""
+    meta = payload.get("meta") if isinstance(payload, Mapping) else None
+    billed = meta.get("billed_units") if isinstance(meta, Mapping) else None
+    tokens = billed.get("input_tokens") if isinstance(billed, Mapping) else None
+    # Cohere writes the count as a float (e.g. 12.0).
+    if isinstance(tokens, int | float) and not isinstance(tokens, bool) and 0 <= tokens < 2**53:
+        return int(tokens)
+    return None
 
 
 def parse_embed(payload: object, *, count: int, dim: int) -> Result[list[list[float]], ErrInfo]:
@@ -64,6 +75,9 @@ class CohereAdapter(HTTPEmbedder):
         answer = await self.post("v2/embed", body)
         if isinstance(answer, Err):
             return answer
+        tokens = billed_tokens(answer.value)
+        if tokens is not None:
+            report_usage(input_tokens=tokens)
         return parse_embed(answer.value, count=len(texts), dim=dim)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from funcpipe.policy.models import Float, Int, PositiveDuration
+from funcpipe.policy.models import Float, Int, PositiveDuration, Price
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # RFC 9110 token characters: what an HTTP header name may hold.
@@ -121,12 +121,31 @@ def insecure_key_transport(url: str) -> str | None:
     return host or url
 
 
+MAX_CHARS_PER_TOKEN = 100.0
+"""Characters per token at most (no tokenizer packs more)."""
+
+
 class AdapterConfig(BaseModel):
-    """Base of every adapter config: frozen, unknown keys rejected."""
+    """Base of every adapter config: frozen, unknown keys rejected.
+
+    Every kind takes ``price`` and ``chars_per_token``: what its calls cost,
+    and how its tokens are estimated where the provider does not count them
+    (see docs/policies.md, Budgets and cost).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: str = Field(..., description="The adapter kind.")
+    price: Price | None = Field(
+        None,
+        description="USD per 1M input and output tokens and per request; overrides the shipped price table.",
+    )
+    chars_per_token: Float | None = Field(
+        None,
+        ge=1,
+        le=MAX_CHARS_PER_TOKEN,
+        description="Characters per token, for estimates where the provider reports no count (default 3.5).",
+    )
 
 
 class HashingConfig(AdapterConfig):

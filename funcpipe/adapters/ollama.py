@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from funcpipe.adapters.config import OllamaConfig
-from funcpipe.adapters.http import HTTPEmbedder, check_vectors, malformed
+from funcpipe.adapters.http import HTTPEmbedder, check_vectors, malformed, report_generation
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
+from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result, report_usage
 from funcpipe.ports import Generation, Purpose, QueryHit
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
@@ -83,6 +83,9 @@ class OllamaAdapter(HTTPEmbedder):
         answer = await self.post("api/embed", body)
         if isinstance(answer, Err):
             return answer
+        tokens = answer.value.get("prompt_eval_count") if isinstance(answer.value, Mapping) else None
+        if type(tokens) is int and tokens >= 0:
+            report_usage(input_tokens=tokens)
         return parse_embed(answer.value, count=len(texts), dim=dim)
 
     def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
@@ -100,7 +103,7 @@ class OllamaAdapter(HTTPEmbedder):
             answer = await self.post("api/chat", body)
             if isinstance(answer, Err):
                 return answer
-            return parse_chat(answer.value)
+            return report_generation(parse_chat(answer.value))
 
         return run
 

@@ -20,9 +20,10 @@ from funcpipe.adapters.http import (
     HTTPEmbedder,
     check_vectors,
     malformed,
+    report_generation,
 )
 from funcpipe.adapters.resources import Resources
-from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result
+from funcpipe.core import AsyncPlan, Err, ErrInfo, Ok, Result, report_usage
 from funcpipe.ports import Generation, Purpose, QueryHit
 
 KNOWN_DIMENSIONS: Mapping[str, int] = {
@@ -74,6 +75,13 @@ def parse_embeddings(payload: object, *, count: int, dim: int) -> Result[list[li
             vector = decoded
         rows[index] = vector
     return check_vectors(rows, count=count, dim=dim, provider=PROVIDER)
+
+
+def reported_tokens(payload: object) -> int | None:
+    """The input tokens an embeddings response says it billed (``usage.prompt_tokens``), if it says."""
+    usage = payload.get("usage") if isinstance(payload, Mapping) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, Mapping) else None
+    return tokens if type(tokens) is int and tokens >= 0 else None
 
 
 def parse_chat(payload: object) -> Result[Generation, ErrInfo]:
@@ -142,6 +150,9 @@ class OpenAIAdapter(HTTPEmbedder):
         answer = await self.post("embeddings", body)
         if isinstance(answer, Err):
             return answer
+        tokens = reported_tokens(answer.value)
+        if tokens is not None:
+            report_usage(input_tokens=tokens)
         return parse_embeddings(answer.value, count=len(texts), dim=dim)
 
     def generate(self, prompt: str, *, question: str, hits: Sequence[QueryHit]) -> AsyncPlan[Generation]:
@@ -157,7 +168,7 @@ class OpenAIAdapter(HTTPEmbedder):
             answer = await self.post("chat/completions", body)
             if isinstance(answer, Err):
                 return answer
-            return parse_chat(answer.value)
+            return report_generation(parse_chat(answer.value))
 
         return run
 

@@ -31,6 +31,7 @@ def _silent(message: str) -> None:
 @click.option(
     "--latency", type=float, default=0.1, show_default=True, help="Dry run: assumed seconds per external call."
 )
+@click.option("--force", is_flag=True, help="Start even when the estimate exceeds a budget.")
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -43,12 +44,14 @@ def run(
     shutdown_timeout: float | None,
     dry_run: bool,
     latency: float,
+    force: bool,
 ) -> None:
     """Run the pipeline in SPEC.
 
     Exit codes: 0 every item done; 1 some items failed (see the dead-letter
-    file) or the run failed; 2 the spec is invalid; 130 or 143 stopped by
-    SIGINT or SIGTERM.
+    file) or the run failed; 2 the spec is invalid; 3 stopped by its budget
+    (run again to resume); 4 not started: the estimate exceeds a budget
+    (--force starts it); 130 or 143 stopped by SIGINT or SIGTERM.
     """
     pipeline = pipeline_or_exit(spec, overrides, params_file)
     if dry_run:
@@ -68,6 +71,7 @@ def run(
         handle_signals=True,
         shutdown_timeout=shutdown_timeout,
         notify=_silent if quiet else None,
+        force=force,
     )
     progress = None
     if log_format == "json":

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from funcpipe.adapters.config import AdapterConfig
+from funcpipe.adapters.pricing import known_price
 from funcpipe.compile._graph import CompiledAdapter, CompiledPipeline, CompiledQuery, CompiledStage, StoreSync
-from funcpipe.compile._labels import NodeLabel, node_label, policy_summary
+from funcpipe.compile._labels import NodeLabel, budget_summary, node_label, policy_summary
 from funcpipe.compile._resume import (
     ADAPTER_RESUME_IGNORES,
     adapter_identity,
@@ -27,8 +29,10 @@ from funcpipe.compile._resume import (
 )
 from funcpipe.compile._secrets import SecretSources, secret_sources
 from funcpipe.errors import SpecError
+from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN
 from funcpipe.policy.models import NO_POLICY
 from funcpipe.ports import VectorStorePort
+from funcpipe.registry import AdapterKind
 from funcpipe.spec.loaded import LoadedSpec
 
 
@@ -41,7 +45,7 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
     spec = loaded.spec
     if len(loaded.order) != len(spec.stages):
         raise SpecError("stages form a cycle or an unknown input", file=str(loaded.path), path="stages")
-    adapters = {name: CompiledAdapter(name, loaded.adapter_kinds[name], cfg) for name, cfg in loaded.adapters.items()}
+    adapters = {name: _adapter(name, loaded.adapter_kinds[name], cfg) for name, cfg in loaded.adapters.items()}
     consumers: dict[str, list[str]] = {sid: [] for sid in loaded.order}
     for sid in loaded.order:
         for dep in loaded.inputs.get(sid, ()):
@@ -59,6 +63,8 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
             inputs=tuple(loaded.inputs.get(sid, ())),
             consumers=tuple(consumers[sid]),
             index=index[sid],
+            # A store's calls are database round trips, not what a run's budget is about.
+            run_budget=by_id[sid].adapter is not None and loaded.stage_kinds[sid].needs is not VectorStorePort,
         )
         for sid in loaded.order
     )
@@ -91,6 +97,7 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
         dead_letter=loaded.base_dir / dead_letter if dead_letter else None,
         shutdown_timeout=spec.shutdown_timeout,
         query=_query(loaded, graph),
+        budget=spec.budget,
         secrets=secret_sources(
             [
                 spec.model_dump(by_alias=True),
@@ -99,6 +106,14 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
             ]
         ),
     )
+
+
+def _adapter(name: str, kind: AdapterKind, config: AdapterConfig) -> CompiledAdapter:
+    """The adapter with its price (its own, else the shipped table's) and its characters-per-token ratio."""
+    model = getattr(config, "model", None)
+    price = config.price or known_price(kind.name, model if isinstance(model, str) else None)
+    ratio = config.chars_per_token or DEFAULT_CHARS_PER_TOKEN
+    return CompiledAdapter(name, kind, config, price=price, chars_per_token=ratio)
 
 
 def _resolve_stage(graph: CompiledPipeline, st: CompiledStage, origins: dict[str, str]) -> CompiledStage:
@@ -144,6 +159,7 @@ __all__ = [
     "SecretSources",
     "StoreSync",
     "adapter_identity",
+    "budget_summary",
     "compile_pipeline",
     "database_identity",
     "node_label",

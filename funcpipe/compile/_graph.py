@@ -14,18 +14,28 @@ from typing import Any, Literal
 
 from funcpipe.adapters.config import AdapterConfig
 from funcpipe.compile._secrets import SecretSources
-from funcpipe.policy.models import NO_POLICY, Batch, Policy
+from funcpipe.policy.models import NO_POLICY, Batch, Budget, Policy, Price
 from funcpipe.registry import AdapterKind, StageKind
 from funcpipe.stages.config import StageConfig
 
 
 @dataclass(frozen=True)
 class CompiledAdapter:
-    """An adapter of the pipeline: its kind and validated config."""
+    """An adapter of the pipeline: its kind and validated config.
+
+    Attributes:
+        name: the adapter's name in the spec.
+        kind: the registered adapter kind.
+        config: its validated config.
+        price: its ``price:``, else the shipped table's for its kind and model; None if unpriced.
+        chars_per_token: the ratio its tokens are estimated by where the provider counts none.
+    """
 
     name: str
     kind: AdapterKind
     config: AdapterConfig
+    price: Price | None = None
+    chars_per_token: float = 3.5
 
     @property
     def model(self) -> str | None:
@@ -52,6 +62,8 @@ class CompiledStage:
         origin: the origin of its rows when a source item's own is unknown:
             that of its one upstream source, or ``""`` when several feed it.
         index: its position in the spec's ``stages:``, for located errors.
+        run_budget: its calls count against the spec's top-level ``budget:``
+            (a stage calling an embedder or a generator; a store's calls do not).
     """
 
     id: str
@@ -65,6 +77,7 @@ class CompiledStage:
     embedder: str | None = None
     origin: str = ""
     index: int = 0
+    run_budget: bool = False
 
     @property
     def run_batch(self) -> Batch | None:
@@ -150,6 +163,7 @@ class CompiledPipeline:
         shutdown_timeout: seconds in-flight work gets after a signal.
         query: the resolved ``query:`` section, if any.
         secrets: where the run's secrets are, for its redactor.
+        budget: the spec's top-level ``budget:``, held by the stages whose ``run_budget`` is set.
     """
 
     name: str
@@ -169,6 +183,7 @@ class CompiledPipeline:
     shutdown_timeout: float = 30.0
     query: CompiledQuery | None = None
     secrets: SecretSources = field(default_factory=SecretSources)
+    budget: Budget | None = None
 
     def stage(self, stage_id: str) -> CompiledStage:
         """The stage with this id."""

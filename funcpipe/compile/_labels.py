@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from funcpipe.compile._graph import CompiledPipeline, CompiledStage
-from funcpipe.policy.models import Policy, format_duration
+from funcpipe.policy.models import Budget, Policy, format_duration
 
 
 def policy_summary(policy: Policy) -> str:
@@ -33,7 +33,21 @@ def policy_summary(policy: Policy) -> str:
         parts.append("breaker")
     if policy.fairness is not None:
         parts.append(f"fair by {policy.fairness.key}")
+    if policy.budget is not None:
+        parts.append(f"budget {budget_summary(policy.budget)}")
     return " · ".join(parts)
+
+
+def budget_summary(budget: Budget) -> str:
+    """A compact budget label, e.g. ``100 req, 1000000 tok, $5``."""
+    parts: list[str] = []
+    if budget.requests is not None:
+        parts.append(f"{budget.requests} req")
+    if budget.tokens is not None:
+        parts.append(f"{budget.tokens} tok")
+    if budget.cost is not None:
+        parts.append(f"${budget.cost:g}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -66,4 +80,4 @@ def node_label(pipeline: CompiledPipeline, stage: CompiledStage) -> NodeLabel:
     return NodeLabel(stage.id, stage.kind.name, adapter, policy_summary(stage.policy), batch)
 
 
-__all__ = ["NodeLabel", "node_label", "policy_summary"]
+__all__ = ["NodeLabel", "budget_summary", "node_label", "policy_summary"]

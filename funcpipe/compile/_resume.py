@@ -37,6 +37,9 @@ ADAPTER_RESUME_IGNORES = frozenset(
         "anthropic_version",
         "max_passages",
         "max_chars",
+        # what calls cost, and how their tokens are estimated
+        "price",
+        "chars_per_token",
     }
 )
 """Adapter fields that never shape what a pipeline writes; an adapter config class

@@ -61,6 +61,7 @@ from funcpipe.core._resilience import (
     resilient_mapper,
 )
 from funcpipe.core._result import Err, ErrCode, ErrInfo, Ok, Result, UnwrapError
+from funcpipe.core._usage import Usage, metering, report_usage
 
 __all__ = [
     "AsyncAction",
@@ -76,6 +77,7 @@ __all__ = [
     "RetryPolicy",
     "TimeoutPolicy",
     "UnwrapError",
+    "Usage",
     "async_bind",
     "async_fail",
     "async_from_result",
@@ -109,8 +111,10 @@ __all__ = [
     "lift_sync",
     "lift_sync_gen_with_executor",
     "lift_sync_with_executor",
+    "metering",
     "partition",
     "race",
+    "report_usage",
     "resilient_mapper",
     "stable_id",
     "user_error",

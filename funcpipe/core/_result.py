@@ -38,6 +38,9 @@ class ErrCode:
     USER_CODE = "USER_CODE"
     # A plan or stream cancelled from inside: funcpipe's own, never a spec's to name.
     CANCELLED = "CANCELLED"
+    # A call a budget refused to start: funcpipe's own, in neither `TAXONOMY` nor `ALL`
+    # (no policy may retry it); the runner leaves its items unfinished, for the next run.
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     # Given only by `async_with_resilience` once its attempts run out; in neither
     # `TAXONOMY` nor `ALL`, since the runner's retries keep the last code.
     MAX_RETRIES = "MAX_RETRIES"

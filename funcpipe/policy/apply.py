@@ -39,8 +39,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, user_error
+from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, metering, user_error
 from funcpipe.policy.breaker import Breaker, BreakerState, Ticket
+from funcpipe.policy.budget import Meter, Spend
 from funcpipe.policy.clock import REAL_CLOCK, Clock, sleep_until
 from funcpipe.policy.events import Event, EventKind, EventSink, null_sink
 from funcpipe.policy.limiter import RateLimiter, Turn
@@ -79,6 +80,8 @@ class PolicyRuntime:
         events: where to report events.
         stage: the stage id carried by events.
         seed: seeds the jitter RNG, for reproducible schedules.
+        meter: counts, prices and budgets every attempt (`funcpipe.policy.budget`);
+            by default one holding the policy's own ``budget``, if it has one.
     """
 
     def __init__(
@@ -89,8 +92,12 @@ class PolicyRuntime:
         events: EventSink = null_sink,
         stage: str = "",
         seed: int | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.policy = policy
+        if meter is None and policy.budget is not None:
+            meter = Meter(scopes=(Spend(policy.budget, f"stage {stage}" if stage else "call"),))
+        self.meter = meter
         self.clock = clock
         self.events = events
         self.stage = stage
@@ -125,6 +132,7 @@ class PolicyRuntime:
         item_id: str | None = None,
         cost: int = 1,
         key: Hashable = None,
+        chars: int | None = None,
     ) -> AsyncPlan[T]:
         """Wrap ``plan`` with the call-level parts of the policy.
 
@@ -133,6 +141,8 @@ class PolicyRuntime:
             item_id: the item concerned, carried by events.
             cost: what one call costs the rate limiter (1, items or tokens).
             key: the rate limiter bucket (the value of ``rate_limit.key``).
+            chars: the characters of text the call sends, from which the meter
+                estimates its tokens; None for a call that sends no text to count.
 
         Returns:
             A plan that never raises for a failed or timed-out call: it
@@ -141,17 +151,17 @@ class PolicyRuntime:
         if cost < 0:
             raise ValueError(f"a call's cost cannot be negative, got {cost}")
         if self._single:
-            return functools.partial(self._run_once, plan, item_id)
-        return functools.partial(self._run, plan, item_id, cost, key)
+            return functools.partial(self._run_once, plan, item_id, chars)
+        return functools.partial(self._run, plan, item_id, cost, key, chars)
 
-    async def _run_once(self, plan: AsyncPlan[T], item_id: str | None) -> Result[T, ErrInfo]:
+    async def _run_once(self, plan: AsyncPlan[T], item_id: str | None, chars: int | None) -> Result[T, ErrInfo]:
         """`_run` for a policy with one attempt and no deadline, limiter or breaker."""
         slots = self.slots
         if slots is not None and not slots.try_acquire():
             await slots.acquire()
         try:
-            if self._emitting or self._attempt_limit is not None:
-                res = await self._call(plan, 1, None, item_id, _UNGUARDED)
+            if self._emitting or self._attempt_limit is not None or self.meter is not None:
+                res = await self._call(plan, 1, None, item_id, _UNGUARDED, chars)
             else:  # `_call` with nothing to time or report
                 try:
                     res = await plan()
@@ -164,7 +174,9 @@ class PolicyRuntime:
             return res
         return Err(res.error.with_meta(attempts=1))
 
-    async def _run(self, plan: AsyncPlan[T], item_id: str | None, cost: int, key: Hashable) -> Result[T, ErrInfo]:
+    async def _run(
+        self, plan: AsyncPlan[T], item_id: str | None, cost: int, key: Hashable, chars: int | None
+    ) -> Result[T, ErrInfo]:
         clock = self.clock
         retry = self.policy.retry
         total = self._total
@@ -174,7 +186,7 @@ class PolicyRuntime:
         attempt = 0
         while True:
             attempt += 1
-            outcome = await self._attempt(plan, attempt, deadline, item_id, cost, key)
+            outcome = await self._attempt(plan, attempt, deadline, item_id, cost, key, chars)
             if isinstance(outcome, Ok):
                 return outcome
             if isinstance(outcome, _Late):
@@ -202,6 +214,7 @@ class PolicyRuntime:
         item_id: str | None,
         cost: int,
         key: Hashable,
+        chars: int | None,
     ) -> Result[T, ErrInfo] | _Late:
         breaker, limiter, slots = self.breaker, self.limiter, self.slots
         while True:
@@ -218,13 +231,13 @@ class PolicyRuntime:
                             continue
                         return admitted
                     if limiter is None or limiter.start_now(cost, key=key):
-                        return await self._call(plan, attempt, deadline, item_id, admitted)
+                        return await self._call(plan, attempt, deadline, item_id, admitted, chars)
                     if breaker is not None:
                         breaker.release(admitted)  # the limiter is closed: wait in its line below
                 finally:
                     if slots is not None:
                         slots.release()
-            outcome = await self._attempt_waiting(plan, attempt, deadline, item_id, cost, key)
+            outcome = await self._attempt_waiting(plan, attempt, deadline, item_id, cost, key, chars)
             if outcome is not None:
                 return outcome
 
@@ -236,6 +249,7 @@ class PolicyRuntime:
         item_id: str | None,
         cost: int,
         key: Hashable,
+        chars: int | None,
     ) -> Result[T, ErrInfo] | _Late | None:
         """An attempt that waits: its turn at the limiter holding no slot, then a slot.
 
@@ -263,7 +277,7 @@ class PolicyRuntime:
                     return admitted
                 if place is not None:
                     place.commit()
-                return await self._call(plan, attempt, deadline, item_id, admitted)
+                return await self._call(plan, attempt, deadline, item_id, admitted, chars)
             finally:
                 if self.slots is not None:
                     self.slots.release()
@@ -334,6 +348,63 @@ class PolicyRuntime:
         return True
 
     async def _call(
+        self,
+        plan: AsyncPlan[T],
+        attempt: int,
+        deadline: float | None,
+        item_id: str | None,
+        ticket: Ticket,
+        chars: int | None = None,
+    ) -> Result[T, ErrInfo]:
+        if self.meter is not None:
+            return await self._metered_call(self.meter, plan, attempt, deadline, item_id, ticket, chars)
+        return await self._timed_call(plan, attempt, deadline, item_id, ticket)
+
+    async def _metered_call(
+        self,
+        meter: Meter,
+        plan: AsyncPlan[T],
+        attempt: int,
+        deadline: float | None,
+        item_id: str | None,
+        ticket: Ticket,
+        chars: int | None,
+    ) -> Result[T, ErrInfo]:
+        """`_timed_call` held against the budgets, its usage counted and reported as a ``usage`` event."""
+        hold = meter.admit(chars)
+        if isinstance(hold, ErrInfo):
+            # Never started: neither an outcome for the breaker nor a request spent.
+            if self.breaker is not None:
+                self.breaker.release(ticket)
+            self._emit(
+                "budget", item_id, attempt, code=hold.code, data={"budget": hold.meta["budget"], "reason": hold.msg}
+            )
+            return Err(hold)
+        ok = False
+        with metering() as reported:
+            try:
+                res = await self._timed_call(plan, attempt, deadline, item_id, ticket)
+                ok = isinstance(res, Ok)
+            finally:
+                # Counted even when cancelled: the request may have reached the provider.
+                settled = meter.settle(hold, reported, ok)
+                if self._emitting:
+                    usage = settled.usage
+                    self._emit(
+                        "usage",
+                        item_id,
+                        attempt,
+                        data={
+                            "requests": usage.requests,
+                            "input_tokens": usage.input_tokens,
+                            "output_tokens": usage.output_tokens,
+                            "counted": settled.counted,
+                            "cost": settled.cost,
+                        },
+                    )
+        return res
+
+    async def _timed_call(
         self,
         plan: AsyncPlan[T],
         attempt: int,
@@ -452,6 +523,7 @@ def apply_policy(
     item_id: str | None = None,
     cost: int = 1,
     key: Hashable = None,
+    chars: int | None = None,
 ) -> AsyncPlan[T]:
     """Apply ``policy``'s call-level parts to ``plan_factory`` with a fresh runtime.
 
@@ -459,4 +531,4 @@ def apply_policy(
     to share them between calls, make one `PolicyRuntime` and use its `apply`.
     """
     runtime = PolicyRuntime(policy, clock=clock, events=events, stage=stage, seed=seed)
-    return runtime.apply(plan_factory, item_id=item_id, cost=cost, key=key)
+    return runtime.apply(plan_factory, item_id=item_id, cost=cost, key=key, chars=chars)

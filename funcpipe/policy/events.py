@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventKind = Literal["attempt", "wait", "success", "failure", "breaker", "limited", "filtered", "batch", "split"]
+EventKind = Literal[
+    "attempt", "wait", "success", "failure", "breaker", "limited", "filtered", "batch", "split", "usage", "budget"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +16,8 @@ class Event:
     """One thing a policy interpreter or stage did.
 
     Attributes:
-        kind: attempt | wait | success | failure | breaker | limited | filtered | batch | split.
+        kind: attempt | wait | success | failure | breaker | limited | filtered | batch | split |
+            usage (one attempt's requests, tokens, ``counted`` and cost) | budget (a call a budget refused).
         stage: the stage id ("" outside a pipeline).
         item_id: the item (or first item of a batch) concerned, if any.
         attempt: the attempt number, 1-based, where relevant.

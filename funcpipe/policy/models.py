@@ -241,6 +241,46 @@ class Fairness(_Value):
     )
 
 
+MAX_BUDGET_UNITS = 10**15
+"""Requests or tokens a budget may allow at most."""
+
+MAX_PRICE = 1_000_000.0
+"""Price per unit at most (a guard against a misplaced decimal point)."""
+
+
+class Budget(_Value):
+    """A limit on what calls may spend: requests, tokens (input and output) and cost.
+
+    On a stage's policy it limits that stage's calls; at the top level of a
+    spec, the whole run's. A call that would cross a limit is not started,
+    and the run stops as it does on SIGTERM.
+    """
+
+    requests: Int | None = Field(None, ge=0, le=MAX_BUDGET_UNITS, description="Requests sent at most.")
+    tokens: Int | None = Field(None, ge=0, le=MAX_BUDGET_UNITS, description="Input and output tokens at most.")
+    cost: Float | None = Field(
+        None, ge=0, le=1e12, description="Cost at most, in the currency of the adapters' prices (USD by default)."
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.requests is None and self.tokens is None and self.cost is None:
+            raise ValueError("a budget needs a limit: requests, tokens or cost")
+        return self
+
+
+class Price(_Value):
+    """What an adapter's calls cost, in USD: per million input and output tokens, and per request."""
+
+    input: Float = Field(0.0, ge=0, le=MAX_PRICE, description="Price of 1M input tokens.")
+    output: Float = Field(0.0, ge=0, le=MAX_PRICE, description="Price of 1M output (generated) tokens.")
+    request: Float = Field(0.0, ge=0, le=MAX_PRICE, description="Price of one request.")
+
+    def cost(self, requests: int, input_tokens: int, output_tokens: int) -> float:
+        """The cost of that usage."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000 + requests * self.request
+
+
 class Policy(_Value):
     """Every policy for one external call, referenced by name or written inline on a stage."""
 
@@ -250,6 +290,7 @@ class Policy(_Value):
     concurrency: Int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description="Calls in flight at most.")
     circuit_breaker: CircuitBreaker | None = Field(None, description="Circuit breaker.")
     fairness: Fairness | None = Field(None, description="Fair share across keys.")
+    budget: Budget | None = Field(None, description="Limits on this stage's requests, tokens and cost.")
 
 
 class Batch(_Value):

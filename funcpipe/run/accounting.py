@@ -2,8 +2,8 @@
 
 The outcomes are ``done``, ``failed`` and ``filtered``, plus ``unfinished``
 for a run that stopped early (``on_error: fail_fast``, a run error, an aborted
-shutdown): an item read but neither dead-lettered nor known to be complete when
-the run stopped. It is not recorded in the ledger, so the next run redoes it.
+shutdown, an exhausted budget): an item read but neither dead-lettered nor
+known to be complete when the run stopped. It is not recorded in the ledger, so the next run redoes it.
 Source items never read are not counted: nothing is known about them.
 
 Per-stage counters (in, out, failed, filtered, retries, latencies), the
@@ -76,6 +76,7 @@ class _Source:
     done: bool = False
     failed: bool = False
     filtered: bool = False
+    unfinished: bool = False
 
 
 @dataclass
@@ -209,6 +210,13 @@ class Accounting:
         if st is not None:
             st.failed = True
 
+    def unfinished(self, source_id: str) -> None:
+        """Part of this source was left undone on purpose (a budget refused its call): the run stops early."""
+        self.stopped_early = True
+        st = self._open(source_id)
+        if st is not None:
+            st.unfinished = True
+
     def filtered(self, source_id: str) -> None:
         """Something derived from this source was dropped on purpose."""
         st = self._open(source_id)
@@ -232,7 +240,7 @@ class Accounting:
             if st.seq >= seq:
                 return
             self.pending.popitem(last=False)
-            self._settle(sid, "failed" if st.failed else "done" if st.done else "filtered")
+            self._settle(sid, _outcome(st))
 
     def _settle(self, source_id: str, outcome: Outcome) -> None:
         self.counts[outcome] += 1
@@ -283,6 +291,15 @@ class Accounting:
             "invariant": INVARIANT,
             "invariant_holds": self.invariant_holds,
         }
+
+
+def _outcome(st: _Source) -> Outcome:
+    """A drained source item's outcome: failed beats unfinished, which beats done, which beats filtered."""
+    if st.failed:
+        return "failed"
+    if st.unfinished:
+        return "unfinished"
+    return "done" if st.done else "filtered"
 
 
 INVARIANT = "sources == done + failed + filtered + unfinished; unfinished == 0 unless the run stopped early"

@@ -27,6 +27,14 @@ What it sees, and how exact that is:
   ``per`` with ``burst`` b lets ``r`` calls through in no less than
   ``(r - b) * per / n``. The concurrency bound assumes every call takes
   ``--latency`` seconds.
+- Tokens: an embedding stage reads the characters of the chunks it receives;
+  at its adapter's ``chars_per_token`` (3.5 unless stated) that is its input
+  tokens, and with the adapter's price, its cost (one request each at the
+  request price, if any). No tokenizer is downloaded or run.
+- Budgets: each stage's policy budget is compared with that stage's
+  estimate, the spec's top-level budget with the sum over the stages it
+  covers; `over_budget` says which would be exceeded, and the run refuses
+  to start on it unless forced.
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from funcpipe.compile import CompiledPipeline, CompiledStage, node_label
+from funcpipe.compile import CompiledPipeline, CompiledStage, budget_summary, node_label
+from funcpipe.policy.budget import estimate_tokens
+from funcpipe.policy.models import Budget
 from funcpipe.stages.config import ChunkConfig, FilesSourceConfig, JsonlSourceConfig
 from funcpipe.stages.files import list_files
 
@@ -62,6 +72,8 @@ class StageEstimate:
         requests: calls to its service (external stages only).
         min_s_rate: the least seconds its rate limit allows for those requests.
         min_s_concurrency: the least seconds its concurrency allows, at the assumed latency.
+        tokens: the input tokens it sends (embedding stages only).
+        cost: the cost of its requests and tokens, when its adapter is priced.
     """
 
     id: str
@@ -74,6 +86,8 @@ class StageEstimate:
     requests: int | None
     min_s_rate: float | None
     min_s_concurrency: float | None
+    tokens: int | None = None
+    cost: float | None = None
 
     @property
     def min_s(self) -> float | None:
@@ -142,18 +156,102 @@ def estimate(pipeline: CompiledPipeline, *, latency: float = 0.1) -> list[StageE
             requests = math.ceil(len(calls_for) / _batch_size(pipeline, st)) if calls_for else 0
             rl = st.policy.rate_limit
             if rl is not None and requests:
-                cost = {1: requests, "items": len(calls_for), "tokens": sum(calls_for) // 4}[rl.cost]
-                rate_s = max(0.0, cost - rl.burst) * rl.per / rl.requests
+                units = {1: requests, "items": len(calls_for), "tokens": sum(calls_for) // 4}[rl.cost]
+                rate_s = max(0.0, units - rl.burst) * rl.per / rl.requests
             if requests:
                 conc_s = requests * latency / (st.policy.concurrency or 1)
+        tokens: int | None = None
+        cost: float | None = None
+        if st.adapter is not None and requests is not None:
+            adapter = pipeline.adapters[st.adapter]
+            if st.kind.embeds:
+                tokens = sum(estimate_tokens(s, adapter.chars_per_token) for s in received)
+            if adapter.price is not None:
+                cost = adapter.price.cost(requests, tokens or 0, 0)
         lab = node_label(pipeline, st)
         batch = _batch_label(pipeline, st, lab.batch)
         out.append(
             StageEstimate(
-                st.id, st.kind.name, lab.adapter, lab.policy, batch, len(received), len(sizes), requests, rate_s, conc_s
+                st.id,
+                st.kind.name,
+                lab.adapter,
+                lab.policy,
+                batch,
+                len(received),
+                len(sizes),
+                requests,
+                rate_s,
+                conc_s,
+                tokens,
+                cost,
             )
         )
     return out
+
+
+@dataclass
+class BudgetCheck:
+    """A budget beside the estimate of what it covers.
+
+    Attributes:
+        scope: ``run`` or ``stage <id>``.
+        limit: the budget.
+        requests: the requests estimated against it.
+        tokens: the tokens estimated against it.
+        cost: the cost estimated against it (None when nothing it covers is priced).
+        over: what the estimate exceeds, in words; empty when it fits.
+    """
+
+    scope: str
+    limit: Budget
+    requests: int
+    tokens: int
+    cost: float | None
+    over: list[str]
+
+
+def budget_checks(pipeline: CompiledPipeline, estimates: list[StageEstimate]) -> list[BudgetCheck]:
+    """Each budget of the pipeline (the run's first, then the stages') beside its estimate."""
+    by_id = {e.id: e for e in estimates}
+    covered: list[tuple[str, Budget, list[StageEstimate]]] = []
+    if pipeline.budget is not None:
+        covered.append(("run", pipeline.budget, [by_id[s.id] for s in pipeline.stages if s.run_budget]))
+    for st in pipeline.stages:
+        if st.policy.budget is not None:
+            covered.append((f"stage {st.id}", st.policy.budget, [by_id[st.id]]))
+    checks = []
+    for scope, limit, ests in covered:
+        requests = sum(e.requests or 0 for e in ests)
+        tokens = sum(e.tokens or 0 for e in ests)
+        costs = [e.cost for e in ests if e.cost is not None]
+        cost = sum(costs) if costs else None
+        over = []
+        if limit.requests is not None and requests > limit.requests:
+            over.append(f"{requests} request(s) > {limit.requests}")
+        if limit.tokens is not None and tokens > limit.tokens:
+            over.append(f"{tokens} token(s) > {limit.tokens}")
+        if limit.cost is not None and cost is not None and cost > limit.cost:
+            over.append(f"cost {cost:.4g} > {limit.cost:g}")
+        checks.append(BudgetCheck(scope, limit, requests, tokens, cost, over))
+    return checks
+
+
+def over_budget(pipeline: CompiledPipeline, estimates: list[StageEstimate]) -> list[str]:
+    """What the estimate exceeds, one entry per budget exceeded (``run budget: 120 request(s) > 100``)."""
+    return [f"{c.scope} budget: {', '.join(c.over)}" for c in budget_checks(pipeline, estimates) if c.over]
+
+
+def budget_refusal(pipeline: CompiledPipeline) -> list[str]:
+    """`over_budget` for a run about to start; nothing to say when it has no budget or its sources cannot be read.
+
+    A source that cannot be listed is the run's own checks' to report, with their message.
+    """
+    if pipeline.budget is None and all(st.policy.budget is None for st in pipeline.stages):
+        return []
+    try:
+        return over_budget(pipeline, estimate(pipeline))
+    except OSError:
+        return []
 
 
 def _batch_label(pipeline: CompiledPipeline, st: CompiledStage, written: str | None) -> str | None:
@@ -201,12 +299,27 @@ def print_plan(pipeline: CompiledPipeline, estimates: list[StageEstimate], file:
 
     est = Table(title="estimate", title_justify="left")
     est.add_column("stage", no_wrap=True)
-    for col in ("in", "out", "requests", "min by rate", "min by conc."):
+    for col in ("in", "out", "requests", "tokens", "cost", "min by rate", "min by conc."):
         est.add_column(col, justify="right")
     for e in estimates:
-        requests = "-" if e.requests is None else str(e.requests)
-        est.add_row(e.id, str(e.inputs), str(e.outputs), requests, secs(e.min_s_rate), secs(e.min_s_concurrency))
+        est.add_row(
+            e.id,
+            str(e.inputs),
+            str(e.outputs),
+            _num(e.requests),
+            _num(e.tokens),
+            _money(e.cost),
+            secs(e.min_s_rate),
+            secs(e.min_s_concurrency),
+        )
     console.print(est)
+    if any(e.tokens is not None for e in estimates):
+        console.print(
+            "tokens are estimated from characters at each adapter's chars_per_token "
+            "(3.5 unless stated); costs at its price (its own, or the shipped table's)"
+        )
+    for line in budget_lines(pipeline, estimates):
+        console.print(line)
     if any(isinstance(s.config, ChunkConfig) for s in pipeline.stages):
         console.print(f"chunk counts are estimated from file sizes (within about {CHUNK_TOLERANCE:.0%})")
     console.print(
@@ -215,11 +328,48 @@ def print_plan(pipeline: CompiledPipeline, estimates: list[StageEstimate], file:
     )
 
 
+def _num(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def budget_lines(pipeline: CompiledPipeline, estimates: list[StageEstimate]) -> list[str]:
+    """One line per budget: its limits beside the estimate, and whether the run would start."""
+    lines = []
+    for c in budget_checks(pipeline, estimates):
+        spend = f"{c.requests} request(s), {c.tokens} token(s)" + (f", {_money(c.cost)}" if c.cost is not None else "")
+        verdict = f"exceeds it ({', '.join(c.over)}): `run` refuses to start unless --force" if c.over else "within it"
+        lines.append(f"budget ({c.scope}): {budget_summary(c.limit)}; estimate {spend}: {verdict}")
+    return lines
+
+
 def to_json(pipeline: CompiledPipeline, estimates: list[StageEstimate], *, latency: float) -> dict[str, Any]:
-    """The plan and estimate as a JSON-able dict: ``{"pipeline", "latency_s", "least_duration_s", "stages"}``."""
+    """The plan and estimate as a JSON-able dict.
+
+    ``{"pipeline", "latency_s", "least_duration_s", "stages", "tokens", "cost", "budgets"}``: ``tokens`` and
+    ``cost`` are the totals over the stages (``cost`` None when nothing is priced); each budget has its
+    ``scope``, ``limit``, the estimate against it and what it would ``exceed``.
+    """
+    costs = [e.cost for e in estimates if e.cost is not None]
     return {
         "pipeline": pipeline.name,
         "latency_s": latency,
         "least_duration_s": least_duration(estimates),
         "stages": [{**asdict(e), "min_s": e.min_s} for e in estimates],
+        "tokens": sum(e.tokens or 0 for e in estimates),
+        "cost": sum(costs) if costs else None,
+        "budgets": [
+            {
+                "scope": c.scope,
+                "limit": c.limit.model_dump(exclude_none=True),
+                "requests": c.requests,
+                "tokens": c.tokens,
+                "cost": c.cost,
+                "exceeds": c.over,
+            }
+            for c in budget_checks(pipeline, estimates)
+        ],
     }

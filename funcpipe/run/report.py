@@ -74,7 +74,13 @@ class RunReport:
     dead_letter: str | None
     dead_lettered: int
     message: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per adapter: ``requests``, ``input_tokens``, ``output_tokens``, ``counted`` (provider | estimated |
+    mixed | none), its ``price`` and ``cost`` (None when unpriced), its ``kind``, ``model`` and ``chars_per_token``."""
+    cost: float | None = None
+    """The run's cost in USD: the sum over the priced adapters (None when none is priced)."""
+    budgets: list[dict[str, Any]] = field(default_factory=list)
+    """Each budget: its ``scope`` (run, stage <id>), ``limit``, what was ``spent`` and why it was ``exhausted``."""
     sync: list[dict[str, Any]] = field(default_factory=list)
     """Source sync, one entry per store stage and source: mode, status, deleted sources and chunks."""
 
@@ -165,11 +171,68 @@ def print_summary(report: RunReport, file: IO[str]) -> None:
             _fmt(s.items_per_s, ".0f"),
         )
     console.print(table)
+    if report.usage:
+        console.print(usage_table(report))
+    for line in budget_lines(report):
+        file.write(line + "\n")
     file.write(accounting_line(report) + "\n")
     print_failures(report, file)
     if report.message:
         file.write(report.message + "\n")
     file.flush()
+
+
+def usage_table(report: RunReport) -> Any:
+    """The usage table: per adapter its requests, tokens, how they were counted and its cost; then the total."""
+    from rich.table import Table
+
+    table = Table(title="usage", title_justify="left")
+    for col in ("adapter", "model", "requests", "input tokens", "output tokens", "counted", "cost"):
+        table.add_column(col, justify="left" if col in ("adapter", "model", "counted") else "right")
+    for name, u in report.usage.items():
+        table.add_row(
+            name,
+            str(u.get("model") or u.get("kind") or "-"),
+            str(u.get("requests", 0)),
+            str(u.get("input_tokens", 0)),
+            str(u.get("output_tokens", 0)),
+            str(u.get("counted", "-")),
+            _money(u.get("cost")),
+        )
+    if len(report.usage) > 1 or report.cost is not None:
+        table.add_row(
+            "total",
+            "",
+            *[
+                str(sum(u.get(k, 0) for u in report.usage.values()))
+                for k in ("requests", "input_tokens", "output_tokens")
+            ],
+            "",
+            _money(report.cost),
+        )
+    return table
+
+
+def _money(value: object) -> str:
+    return f"${value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def budget_lines(report: RunReport) -> list[str]:
+    """One line per budget: its limits and what was spent against them (``exhausted`` when it ran out)."""
+    lines = []
+    for b in report.budgets:
+        limit = b.get("limit") or {}
+        spent = b.get("spent") or {}
+        parts = [
+            f"{spent.get(k, 0)} of {limit[k]} {label}"
+            for k, label in (("requests", "request(s)"), ("tokens", "token(s)"))
+            if k in limit
+        ]
+        if "cost" in limit:
+            parts.append(f"{_money(spent.get('cost', 0))} of {_money(limit['cost'])}")
+        state = "exhausted" if b.get("exhausted") else "within"
+        lines.append(f"budget ({b.get('scope')}): {', '.join(parts)} spent ({state})")
+    return lines
 
 
 def accounting_line(report: RunReport) -> str:

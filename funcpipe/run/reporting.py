@@ -10,6 +10,7 @@ from typing import Any
 
 from funcpipe.compile import CompiledPipeline
 from funcpipe.run.accounting import Accounting, Failures, StageStats
+from funcpipe.run.costs import RunCosts
 from funcpipe.run.report import ErrorCount, RunReport, StageReport
 
 
@@ -57,6 +58,7 @@ def build_report(
     dead_letter: Path | None,
     dead_lettered: int,
     sync: list[dict[str, Any]],
+    costs: RunCosts | None = None,
 ) -> RunReport:
     """The report of a finished run (``message`` already redacted)."""
     accounting = {**acct.to_json(), "deleted": deleted["sources"], "deleted_chunks": deleted["chunks"]}
@@ -74,6 +76,9 @@ def build_report(
         dead_lettered=dead_lettered,
         message=message,
         sync=sync,
+        usage=costs.usage_json() if costs is not None else {},
+        cost=costs.total_cost() if costs is not None else None,
+        budgets=costs.budgets_json() if costs is not None else [],
     )
 
 

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from funcpipe.compile import CompiledPipeline, CompiledStage
-from funcpipe.core import AsyncGen, ErrInfo, Item, Ok, Result, stable_id
-from funcpipe.errors import FailFast, RunError, SpecError
+from funcpipe.core import AsyncGen, ErrCode, ErrInfo, Item, Ok, Result, stable_id
+from funcpipe.errors import BUDGET_EXHAUSTED_EXIT, BudgetExceeded, FailFast, RunError, SpecError
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import EventSink
 from funcpipe.run.accounting import Accounting, Failures, StageStats
+from funcpipe.run.costs import RunCosts
 from funcpipe.run.deadletter import DeadLetters
+from funcpipe.run.estimate import budget_refusal
 from funcpipe.run.events import EventHub
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
 from funcpipe.run.preflight import check_outputs, check_source_stages, missing_credentials, prepare_stages
@@ -62,6 +64,7 @@ class RunOptions:
         notify: where status lines (shutdown progress) go.
         resources: factory ``(state_dir, clock) -> async context manager`` of the
             resources lent to adapters (default: `RunResources`).
+        force: start even when the estimate exceeds a budget (``--force``).
     """
 
     report_path: Path | None = None
@@ -75,6 +78,7 @@ class RunOptions:
     handle_signals: bool = False
     shutdown_timeout: float | None = None
     notify: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+    force: bool = False
 
     def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
         """The resources for a run whose state lives in ``state_dir``."""
@@ -110,7 +114,8 @@ class Runner:
             ordered=pipeline.order_preserving,
             on_settled=self._settled,
         )
-        self.events = EventHub(self.stats, self.acct, list(self.options.listeners))
+        self.costs = RunCosts(pipeline, self._budget_spent)
+        self.events = EventHub(self.stats, self.acct, [self.costs, *self.options.listeners])
         # The one place secrets are kept out of what the run writes: dead
         # letters, the report's message, notices (and, through the CLI, logs).
         self.redact = Redactor.for_pipeline(pipeline)
@@ -134,8 +139,14 @@ class Runner:
 
     @property
     def stop(self) -> asyncio.Event:
-        """Set on the first signal: sources read no more, in-flight work drains."""
+        """Set on the first signal or an exhausted budget: sources read no more, in-flight work drains."""
         return self.shutdown.stop
+
+    def _budget_spent(self, reason: str) -> None:
+        """A budget is exhausted: stop as on SIGTERM (no new calls, in-flight work drains)."""
+        if not self.stop.is_set():
+            self._notify(f"funcpipe: budget: {reason}: stopped reading sources; draining in-flight work")
+        self.stop.set()
 
     def _settled(self, source_id: str, outcome: str) -> None:
         key, content = self._content.pop(source_id, ("", ""))
@@ -197,6 +208,14 @@ class Runner:
         return True
 
     def _failed(self, stage: CompiledStage, error: ErrInfo) -> None:
+        if error.code == ErrCode.BUDGET_EXHAUSTED:
+            # Not a failure: the call was never made. The item is left for the next run.
+            item = error.meta.get("item")
+            if isinstance(item, Item):
+                if not stage.inputs:
+                    self.acct.source(item.source_id)
+                self.acct.unfinished(item.source_id)
+            return
         # One stage id for the counts, the breakdown and the dead letter, so they agree.
         named = error.meta.get("stage")
         stage_id = named if isinstance(named, str) and named in self.stats else stage.id
@@ -227,6 +246,7 @@ class Runner:
             state_dir=self.state_dir,
             shutdown=self.stop,
             origin_of=lambda source_id: self._origin.get(source_id, default),
+            meter=self.costs.meter(stage),
         )
 
     # -- running ----------------------------------------------------------
@@ -259,6 +279,14 @@ class Runner:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         status, exit_code, message = "ok", 0, None
+        if not self.options.force:
+            over = budget_refusal(self.pipeline)
+            if over:
+                raise BudgetExceeded(
+                    "the estimate exceeds the budget, so the run was not started: "
+                    + "; ".join(over)
+                    + " (see `funcpipe run --dry-run`; --force runs until the budget is spent)"
+                )
         check_outputs(self.state_dir, self.dead, self.options.report_path)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.fingerprint, self.run_id)
@@ -305,6 +333,12 @@ class Runner:
         stopped = self.shutdown.outcome(self.acct.counts["unfinished"])
         if stopped is not None:
             status, message, exit_code = stopped
+        elif self.costs.exhausted is not None and status in ("ok", "failed"):
+            status, exit_code = "budget_exhausted", BUDGET_EXHAUSTED_EXIT
+            message = (
+                f"stopped by the budget: {self.costs.exhausted}; "
+                f"{self.acct.counts['unfinished']} item(s) unfinished; run again to resume"
+            )
         report = build_report(
             self.pipeline,
             run_id=self.run_id,
@@ -320,6 +354,7 @@ class Runner:
             dead_letter=self.dead.path,
             dead_lettered=self.dead.count,
             sync=self.sync.report,
+            costs=self.costs,
         )
         targets = [self.state_dir / f"{self.pipeline.name}.report.json"]
         if self.options.report_path is not None:

@@ -19,6 +19,7 @@ from funcpipe.adapters.resources import Resources
 from funcpipe.compile import CompiledPipeline, CompiledStage
 from funcpipe.core import AsyncGen, ErrInfo, Item, Ok, Result, async_gen_empty, async_gen_gather
 from funcpipe.policy.apply import PolicyRuntime
+from funcpipe.policy.budget import Meter
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import EventSink
 from funcpipe.ports import EmbedPort
@@ -61,8 +62,12 @@ def stage_context(
     shutdown: asyncio.Event | None,
     origin_of: Callable[[str], str] = no_origin,
     prepared: bool = False,
+    meter: Meter | None = None,
 ) -> StageContext:
-    """What ``stage`` is given at run time: its adapter, policy runtime, and what its kind declared it needs."""
+    """What ``stage`` is given at run time: its adapter, policy runtime, and what its kind declared it needs.
+
+    ``meter`` counts, prices and budgets the stage's calls (see `funcpipe.run.costs`).
+    """
     kind = stage.kind
     embedder = cast(EmbedPort, adapters[stage.embedder]) if kind.embedder and stage.embedder else None
     return StageContext(
@@ -70,7 +75,7 @@ def stage_context(
         adapter=adapters[stage.adapter] if stage.adapter else None,
         policy=stage.policy,
         batch=stage.run_batch,
-        runtime=PolicyRuntime(stage.policy, clock=clock, events=events, stage=stage.id, seed=seed),
+        runtime=PolicyRuntime(stage.policy, clock=clock, events=events, stage=stage.id, seed=seed, meter=meter),
         events=events,
         clock=clock,
         base_dir=base_dir,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from funcpipe.policy.models import Batch, Duration, Int, Policy, no_bool
+from funcpipe.policy.models import Batch, Budget, Duration, Int, Policy, no_bool
 
 # Names become file names (.funcpipe/<name>.dead.jsonl, reports) and appear in
 # logs: ASCII, starting with a letter or _, so never '.', '..' or a path. Pydantic
@@ -154,3 +154,6 @@ class PipelineSpec(_Spec):
     query: QuerySpec | None = Field(None, description="Question answering for `funcpipe query`.")
     on_error: OnError = Field(default_factory=OnError, description="Failure handling.")
     shutdown_timeout: Duration = Field(30.0, description="Time in-flight work gets to finish after a signal.")
+    budget: Budget | None = Field(
+        None, description="Limits on the whole run's calls to embedders and generators: requests, tokens, cost."
+    )

@@ -112,12 +112,15 @@ class StageContext:
         max_size: int | None = None,
         ordered: bool = True,
         cost: Callable[[Sequence[Item]], int] | None = None,
+        chars: Callable[[Sequence[Item]], int] | None = None,
     ) -> AsyncGen[U]:
         """Map a batch call over items, batched by this stage's ``batch`` (or ``default_size``).
 
         A failed batch is split to isolate its poison items, each split part
         a call under the stage's policy, so one bad item fails alone (see
         `funcpipe.policy.stream`); every batched stage, built-in or not, gets it.
+        ``chars`` tells the characters of text a batch sends: its tokens are
+        estimated from them (usage where the provider reports none, budgets).
         """
         assert self.runtime is not None
         batch = self.batch or Batch(size=default_size)
@@ -136,4 +139,5 @@ class StageContext:
             shutdown=self.shutdown,
             events=self.events,
             stage=self.stage_id,
+            chars=chars,
         )

@@ -57,6 +57,11 @@ def _cost_fn(ctx: StageContext) -> Any:
     return lambda items: max(1, sum(len(item_text(i) or "") for i in items) // 4)
 
 
+def _chars(items: Sequence[Item]) -> int:
+    """The characters of text a batch sends to the embedder."""
+    return sum(len(item_text(i) or "") for i in items)
+
+
 def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
     """Embed each item's text; the output data is ``{"text", "embedding"}``."""
     port = cast(EmbedPort, ctx.adapter)
@@ -87,6 +92,7 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
             call,
             max_size=port.max_batch,
             cost=_cost_fn(ctx),
+            chars=_chars,
         )
 
     return transform

@@ -22,6 +22,7 @@ EXPECTED = [
     "provider_error",
     "read_secret",
     "redact",
+    "report_generation",
     "response_error",
     "status_code_to_err",
     "unknown_dimension",

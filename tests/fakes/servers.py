@@ -553,6 +553,8 @@ class OpenAIServer(FakeServer):
             compatible server), instead of masked as OpenAI does.
         reply: how chat answers.
         embed_fn: how vectors are computed (``hashing`` by default).
+        count_tokens: how the ``usage`` of embeddings counts a text's tokens
+            (its words by default; a real tokenizer for usage measurements).
     """
 
     provider = "openai"
@@ -589,9 +591,11 @@ class OpenAIServer(FakeServer):
         reply: ReplyFn = echo_reply,
         embed_fn: EmbedFn | None = None,
         latency: float = 0.0,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         super().__init__(api_key=api_key, latency=latency, prefix="/v1")
         self.dim = dim
+        self.count_tokens = count_tokens or _words
         self.models = frozenset(models) if models is not None else None
         self.shuffle = shuffle
         self.echo_key = echo_key
@@ -679,7 +683,7 @@ class OpenAIServer(FakeServer):
         ]
         if self.shuffle:
             data.reverse()
-        tokens = sum(_words(t) for t in inputs)
+        tokens = sum(self.count_tokens(t) for t in inputs)
         key = "embeddings" if corruption == "shape" else "data"
         return json_reply(
             200,

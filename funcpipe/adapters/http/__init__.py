@@ -8,7 +8,8 @@
 - `_client`: `HTTPAdapter` and `post_json`, the key read at call time, never
   sent in clear to a non-loopback host, no redirect followed;
 - `_embedder`: `HTTPEmbedder`, the fingerprint, batch limit and batching of
-  the embedding providers, and the check of the vectors they return.
+  the embedding providers, and the check of the vectors they return;
+- `_usage`: the token usage a provider reports, passed to the call's meter.
 
 Redaction, the fifth job, is decided in `funcpipe._redact`, shared with the runner.
 """
@@ -33,6 +34,7 @@ from funcpipe.adapters.http._errors import (
     status_code_to_err,
 )
 from funcpipe.adapters.http._retry_after import parse_go_duration, parse_retry_after
+from funcpipe.adapters.http._usage import report_generation
 
 __all__ = [
     "REDACTED",
@@ -52,6 +54,7 @@ __all__ = [
     "provider_error",
     "read_secret",
     "redact",
+    "report_generation",
     "response_error",
     "status_code_to_err",
     "unknown_dimension",

@@ -100,6 +100,7 @@ def apply_batch_policy(
     stage: str = "",
     buffer: int | None = None,
     split: bool = True,
+    chars: Callable[[Sequence[T]], int] | None = None,
 ) -> AsyncGen[U]:
     """Group ``stream`` into batches and map the batch call ``f`` over them.
 
@@ -132,6 +133,8 @@ def apply_batch_policy(
         buffer: items waiting for a worker at most (see the module docs).
         split: isolate poison items by splitting failed batches (see the
             module docs); False fails every item of a failed batch alike.
+        chars: the characters of text a batch sends, from which the
+            runtime's meter estimates its tokens (usage and budgets).
 
     Returns:
         The stream of per-item results. A batch-level ``Err`` the items may
@@ -145,7 +148,7 @@ def apply_batch_policy(
     if cost is None and policy.rate_limit is not None and policy.rate_limit.cost != 1:
         cost = len
     call = call_batch(
-        f, rt, on_error, cost, rate_key, split_codes(policy) if split else frozenset(), events, stage, clock
+        f, rt, on_error, cost, rate_key, split_codes(policy) if split else frozenset(), events, stage, clock, chars
     )
     fair_key = _fair_key(policy, key)
     weights = _weights(policy)

@@ -67,12 +67,14 @@ def call_batch(
     events: EventSink,
     stage: str,
     clock: Clock,
+    chars: Callable[[Sequence[T]], int] | None = None,
 ) -> CallBatch[T, U]:
     """The call for one batch, its result spread back over the batch's items.
 
     A batch that fails with a code in ``split_on`` is split in halves, and
     each half is a call of its own under the policy, recursively, until the
-    items that fail alone are found (see the module docs).
+    items that fail alone are found (see the module docs). ``chars`` gives
+    the characters of text a batch sends, for the runtime's meter.
     """
 
     async def attempt(values: list[T], part: bool) -> list[Result[U, ErrInfo]] | ErrInfo:
@@ -98,6 +100,7 @@ def call_batch(
                     item_id=item_id(values[0]),
                     cost=cost(values) if cost is not None else 1,
                     key=rate_key(values[0]) if rate_key is not None else None,
+                    chars=chars(values) if chars is not None else None,
                 )
             res = await plan()
         except Exception as exc:
