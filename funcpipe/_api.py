@@ -447,15 +447,23 @@ class Pipeline:
         data = render(self._compiled, format)
         return data if format == "png" else data.decode("utf-8")
 
-    def estimate(self, latency: float = 0.1) -> Estimate:
+    def estimate(self, latency: float = 0.1, *, fresh: bool = False) -> Estimate:
         """The plan and what it will cost, calling nothing (``funcpipe run --dry-run``).
+
+        For a pipeline with a budget, what earlier runs finished is left out
+        (the files are read to tell), so the estimate is that of the next run.
 
         Args:
             latency: assumed seconds per external call, for the concurrency bound.
+            fresh: count every source item, as ``run(fresh=True)`` would redo them.
         """
-        from funcpipe.run.estimate import estimate
+        from funcpipe.run.estimate import estimate, finished_before
 
-        return Estimate(self._compiled, estimate(self._compiled, latency=latency), latency)
+        if fresh:
+            return Estimate(self._compiled, estimate(self._compiled, latency=latency), latency)
+        with finished_before(self._compiled) as finished:
+            stages = estimate(self._compiled, latency=latency, finished=finished)
+        return Estimate(self._compiled, stages, latency)
 
 
 _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")

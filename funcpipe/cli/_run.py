@@ -55,7 +55,7 @@ def run(
     """
     pipeline = pipeline_or_exit(spec, overrides, params_file)
     if dry_run:
-        plan = pipeline.estimate(latency=latency)
+        plan = pipeline.estimate(latency=latency, fresh=fresh)
         if log_format == "json":
             click.echo(json.dumps(plan.to_json(), sort_keys=True))
         else:

@@ -31,6 +31,11 @@ What it sees, and how exact that is:
   at its adapter's ``chars_per_token`` (3.5 unless stated) that is its input
   tokens, and with the adapter's price, its cost (one request each at the
   request price, if any). No tokenizer is downloaded or run.
+- Resuming: for a pipeline with a budget whose ledger exists, the files a
+  ``source.files`` stage would skip as finished by earlier runs (same path,
+  same content, same resume key) are left out, so the estimate is that of
+  the run about to start. That reads and hashes the files; ``fresh`` counts
+  everything. JSONL sources are always counted whole.
 - Budgets: each stage's policy budget is compared with that stage's
   estimate, the spec's top-level budget with the sum over the stages it
   covers; `over_budget` says which would be exceeded, and the run refuses
@@ -39,7 +44,11 @@ What it sees, and how exact that is:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -47,8 +56,9 @@ from typing import IO, Any
 from funcpipe.compile import CompiledPipeline, CompiledStage, budget_summary, node_label
 from funcpipe.policy.budget import estimate_tokens
 from funcpipe.policy.models import Budget
+from funcpipe.run.ledger import Ledger
 from funcpipe.stages.config import ChunkConfig, FilesSourceConfig, JsonlSourceConfig
-from funcpipe.stages.files import list_files
+from funcpipe.stages.files import file_item_id, list_files
 
 CHUNK_FILL = 0.85
 """The part of its window a chunk fills on average (see the module docstring)."""
@@ -74,6 +84,7 @@ class StageEstimate:
         min_s_concurrency: the least seconds its concurrency allows, at the assumed latency.
         tokens: the input tokens it sends (embedding stages only).
         cost: the cost of its requests and tokens, when its adapter is priced.
+        skipped: source items an earlier run finished, left out (sources only).
     """
 
     id: str
@@ -88,6 +99,7 @@ class StageEstimate:
     min_s_concurrency: float | None
     tokens: int | None = None
     cost: float | None = None
+    skipped: int = 0
 
     @property
     def min_s(self) -> float | None:
@@ -96,20 +108,32 @@ class StageEstimate:
         return max(bounds) if bounds else None
 
 
-def _source_sizes(stage: CompiledStage, base: Path) -> list[int]:
-    """One entry per item the source will emit: its size in bytes."""
+Finished = Callable[[str, str, str], bool]
+"""``(source stage id, source id, content sha256) -> True`` if an earlier run finished that item."""
+
+
+def _source_sizes(stage: CompiledStage, base: Path, finished: Finished | None = None) -> tuple[list[int], int]:
+    """One entry per item the source will emit, its size in bytes; and how many earlier runs finished."""
     cfg = stage.config
     if isinstance(cfg, FilesSourceConfig):
         root = Path(cfg.path) if Path(cfg.path).is_absolute() else base / cfg.path
-        sizes = (p.stat().st_size for p in list_files(root, cfg))
-        return [s for s in sizes if s <= cfg.max_bytes]
+        files = [(p, p.stat().st_size) for p in list_files(root, cfg)]
+        files = [(p, s) for p, s in files if s <= cfg.max_bytes]
+        if finished is None:
+            return [s for _, s in files], 0
+        left = []
+        for p, s in files:
+            rel = p.relative_to(root).as_posix() if p != root else p.name
+            if not finished(stage.id, file_item_id(rel), hashlib.sha256(p.read_bytes()).hexdigest()):
+                left.append(s)
+        return left, len(files) - len(left)
     if isinstance(cfg, JsonlSourceConfig):
         path = Path(cfg.path) if Path(cfg.path).is_absolute() else base / cfg.path
         if not path.is_file():
-            return []
+            return [], 0
         with path.open("rb") as fh:
-            return [len(line) for line in fh if line.strip()]
-    return []
+            return [len(line) for line in fh if line.strip()], 0
+    return [], 0
 
 
 def chunk_sizes(size: int, config: ChunkConfig) -> list[int]:
@@ -130,20 +154,26 @@ def chunk_sizes(size: int, config: ChunkConfig) -> list[int]:
     return [round(total / count)] * count
 
 
-def estimate(pipeline: CompiledPipeline, *, latency: float = 0.1) -> list[StageEstimate]:
+def estimate(
+    pipeline: CompiledPipeline, *, latency: float = 0.1, finished: Finished | None = None
+) -> list[StageEstimate]:
     """Estimate every stage, in graph order. Reads directory listings, sizes and JSONL lines only.
 
     Args:
         pipeline: the compiled pipeline.
         latency: assumed seconds per external call, for the concurrency bound.
+        finished: tells the source items earlier runs finished, which the run
+            will skip (see `finished_before`); they are left out, and the
+            files are read to hash them. None counts every item.
     """
     base = pipeline.base_dir
     emitted: dict[str, list[int]] = {}
     out: list[StageEstimate] = []
     for st in pipeline.stages:
         received = [s for i in st.inputs for s in emitted[i]]
+        skipped = 0
         if not st.inputs:
-            sizes = _source_sizes(st, base)
+            sizes, skipped = _source_sizes(st, base, finished)
         elif isinstance(st.config, ChunkConfig):
             sizes = [c for s in received for c in chunk_sizes(s, st.config)]
         else:
@@ -184,9 +214,34 @@ def estimate(pipeline: CompiledPipeline, *, latency: float = 0.1) -> list[StageE
                 conc_s,
                 tokens,
                 cost,
+                skipped,
             )
         )
     return out
+
+
+@contextlib.contextmanager
+def finished_before(pipeline: CompiledPipeline, state_dir: Path | None = None) -> Iterator[Finished | None]:
+    """What earlier runs finished, from the ledger in ``state_dir``, for a pipeline with a budget.
+
+    Yields None when there is nothing to look up: no budget (the estimate then
+    reads no file's content) or no ledger yet.
+    """
+    path = (state_dir or pipeline.state_dir) / "ledger.sqlite"
+    if not has_budget(pipeline) or not path.is_file():
+        yield None
+        return
+    ledger = Ledger(path, pipeline.fingerprint, "estimate")
+    keys = pipeline.resume_keys
+    try:
+        yield lambda stage_id, source_id, content: ledger.is_done(source_id, content, keys.get(stage_id))
+    finally:
+        ledger.close()
+
+
+def has_budget(pipeline: CompiledPipeline) -> bool:
+    """True if the spec has a top-level budget or a stage's policy has one."""
+    return pipeline.budget is not None or any(st.policy.budget is not None for st in pipeline.stages)
 
 
 @dataclass
@@ -241,16 +296,20 @@ def over_budget(pipeline: CompiledPipeline, estimates: list[StageEstimate]) -> l
     return [f"{c.scope} budget: {', '.join(c.over)}" for c in budget_checks(pipeline, estimates) if c.over]
 
 
-def budget_refusal(pipeline: CompiledPipeline) -> list[str]:
-    """`over_budget` for a run about to start; nothing to say when it has no budget or its sources cannot be read.
+def budget_refusal(pipeline: CompiledPipeline, state_dir: Path, *, fresh: bool = False) -> list[str]:
+    """`over_budget` for the run about to start: what it has left to do, unless ``fresh``.
 
-    A source that cannot be listed is the run's own checks' to report, with their message.
+    Nothing to say when it has no budget or its sources cannot be read: a
+    source that cannot be listed is the run's own checks' to report.
     """
-    if pipeline.budget is None and all(st.policy.budget is None for st in pipeline.stages):
+    if not has_budget(pipeline):
         return []
     try:
-        return over_budget(pipeline, estimate(pipeline))
-    except OSError:
+        if fresh:
+            return over_budget(pipeline, estimate(pipeline))
+        with finished_before(pipeline, state_dir) as finished:
+            return over_budget(pipeline, estimate(pipeline, finished=finished))
+    except (OSError, sqlite3.Error):
         return []
 
 
@@ -320,6 +379,9 @@ def print_plan(pipeline: CompiledPipeline, estimates: list[StageEstimate], file:
         )
     for line in budget_lines(pipeline, estimates):
         console.print(line)
+    skipped = sum(e.skipped for e in estimates)
+    if skipped:
+        console.print(f"{skipped} source item(s) finished by earlier runs are left out (--fresh counts them)")
     if any(isinstance(s.config, ChunkConfig) for s in pipeline.stages):
         console.print(f"chunk counts are estimated from file sizes (within about {CHUNK_TOLERANCE:.0%})")
     console.print(

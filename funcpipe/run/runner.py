@@ -280,7 +280,7 @@ class Runner:
         t0 = time.perf_counter()
         status, exit_code, message = "ok", 0, None
         if not self.options.force:
-            over = budget_refusal(self.pipeline)
+            over = budget_refusal(self.pipeline, self.state_dir, fresh=self.options.fresh)
             if over:
                 raise BudgetExceeded(
                     "the estimate exceeds the budget, so the run was not started: "
@@ -337,7 +337,8 @@ class Runner:
             status, exit_code = "budget_exhausted", BUDGET_EXHAUSTED_EXIT
             message = (
                 f"stopped by the budget: {self.costs.exhausted}; "
-                f"{self.acct.counts['unfinished']} item(s) unfinished; run again to resume"
+                f"{self.acct.counts['unfinished']} item(s) unfinished; run again to resume "
+                "(with --force while what is left exceeds the budget)"
             )
         report = build_report(
             self.pipeline,

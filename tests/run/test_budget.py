@@ -96,14 +96,18 @@ def test_a_request_budget_stops_the_run_at_n_requests_and_running_again_complete
         pipeline.run(resources=lambda state, clock: resources_for(state))
     assert server.count("/embeddings") == 0  # refused before anything was called
 
-    reports = []
+    reports, left = [], []
     for _ in range(12):
+        # The estimate leaves out what earlier runs finished: it is the next run's.
+        left.append(sum(s.requests or 0 for s in pipeline.estimate().stages))
         before = server.count("/embeddings")
         report = pipeline.run(force=True, resources=lambda state, clock: resources_for(state))
         assert server.count("/embeddings") - before <= 4
         reports.append(report)
         if report.status == "ok":
             break
+    assert left == sorted(left, reverse=True) and left[-1] < left[0]
+    assert sum(s.requests or 0 for s in pipeline.estimate(fresh=True).stages) == left[0]
     first = reports[0]
     assert (first.status, first.exit_code) == ("budget_exhausted", BUDGET_EXHAUSTED_EXIT)
     assert "run budget of 4 request(s) is spent" in (first.message or "")
