@@ -97,8 +97,8 @@ class Spend:
         spent = self.cost + self._held_cost
         if lim.cost is not None and cost > 0 and spent + cost > lim.cost:
             return (
-                f"the next call (about {cost:.6g}) would cross the {self.scope} budget of "
-                f"{lim.cost:g} ({spent:.6g} spent)"
+                f"the next call (about ${cost:.6g}) would cross the {self.scope} budget of "
+                f"${lim.cost:g} (${spent:.6g} spent)"
             )
         return None
 
@@ -121,7 +121,7 @@ class Spend:
         elif lim.tokens is not None and self.spent.tokens >= lim.tokens:
             self.exhaust(f"the {self.scope} budget of {lim.tokens} token(s) is spent")
         elif lim.cost is not None and self.cost >= lim.cost:
-            self.exhaust(f"the {self.scope} budget of {lim.cost:g} is spent")
+            self.exhaust(f"the {self.scope} budget of ${lim.cost:g} is spent")
 
     def exhaust(self, reason: str) -> None:
         """Mark the budget exhausted (the first reason stays) and tell its owner once."""

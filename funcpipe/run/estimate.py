@@ -57,6 +57,7 @@ from funcpipe.compile import CompiledPipeline, CompiledStage, budget_summary, no
 from funcpipe.policy.budget import estimate_tokens
 from funcpipe.policy.models import Budget
 from funcpipe.run.ledger import Ledger
+from funcpipe.run.report import money
 from funcpipe.stages.config import ChunkConfig, FilesSourceConfig, JsonlSourceConfig
 from funcpipe.stages.files import file_item_id, list_files
 
@@ -286,7 +287,7 @@ def budget_checks(pipeline: CompiledPipeline, estimates: list[StageEstimate]) ->
         if limit.tokens is not None and tokens > limit.tokens:
             over.append(f"{tokens} token(s) > {limit.tokens}")
         if limit.cost is not None and cost is not None and cost > limit.cost:
-            over.append(f"cost {cost:.4g} > {limit.cost:g}")
+            over.append(f"cost {money(cost)} > {money(limit.cost)}")
         checks.append(BudgetCheck(scope, limit, requests, tokens, cost, over))
     return checks
 
@@ -375,10 +376,11 @@ def print_plan(pipeline: CompiledPipeline, estimates: list[StageEstimate], file:
     if any(e.tokens is not None for e in estimates):
         console.print(
             "tokens are estimated from characters at each adapter's chars_per_token "
-            "(3.5 unless stated); costs at its price (its own, or the shipped table's)"
+            "(3.5 unless stated); costs at its price (its own, or the shipped table's)",
+            soft_wrap=True,
         )
     for line in budget_lines(pipeline, estimates):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line each, whatever the width: it is read and grepped
     skipped = sum(e.skipped for e in estimates)
     if skipped:
         console.print(f"{skipped} source item(s) finished by earlier runs are left out (--fresh counts them)")
@@ -395,7 +397,7 @@ def _num(value: int | None) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
+    return "-" if value is None else money(value)
 
 
 def budget_lines(pipeline: CompiledPipeline, estimates: list[StageEstimate]) -> list[str]:

@@ -214,7 +214,18 @@ def usage_table(report: RunReport) -> Any:
 
 
 def _money(value: object) -> str:
-    return f"${value:.4f}" if isinstance(value, int | float) else "-"
+    return money(value) if isinstance(value, int | float) else "-"
+
+
+def money(value: float) -> str:
+    """An amount in USD as a person reads it: ``$1.50``, ``$0.0241``, ``$0.000024``, ``$0``."""
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    if abs(value) >= 0.01:
+        return f"${value:.4f}"
+    return "$" + f"{value:.10f}".rstrip("0")
 
 
 def budget_lines(report: RunReport) -> list[str]:

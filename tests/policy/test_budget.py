@@ -139,7 +139,7 @@ def test_a_cost_budget_holds_the_price_of_the_estimate() -> None:
     assert not isinstance(hold, ErrInfo)
     refused = meter.admit(1)
     assert isinstance(refused, ErrInfo)
-    assert "would cross the run budget of 1" in refused.msg
+    assert "would cross the run budget of $1 ($1 spent)" in refused.msg
 
 
 def test_a_stage_and_the_run_budget_both_hold_each_call() -> None:
