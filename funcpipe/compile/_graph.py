@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from funcpipe.adapters.config import AdapterConfig
 from funcpipe.compile._secrets import SecretSources
+from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN
 from funcpipe.policy.models import NO_POLICY, Batch, Budget, Policy, Price
 from funcpipe.registry import AdapterKind, StageKind
 from funcpipe.stages.config import StageConfig
@@ -35,7 +36,7 @@ class CompiledAdapter:
     kind: AdapterKind
     config: AdapterConfig
     price: Price | None = None
-    chars_per_token: float = 3.5
+    chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
 
     @property
     def model(self) -> str | None:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from funcpipe.compile import CompiledPipeline, CompiledStage, budget_summary, node_label
-from funcpipe.policy.budget import estimate_tokens
+from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN, estimate_tokens
 from funcpipe.policy.models import Budget
 from funcpipe.run.ledger import Ledger
 from funcpipe.run.report import money
@@ -376,7 +376,7 @@ def print_plan(pipeline: CompiledPipeline, estimates: list[StageEstimate], file:
     if any(e.tokens is not None for e in estimates):
         console.print(
             "tokens are estimated from characters at each adapter's chars_per_token "
-            "(3.5 unless stated); costs at its price (its own, or the shipped table's)",
+            f"({DEFAULT_CHARS_PER_TOKEN:g} unless stated); costs at its price (its own, or the shipped table's)",
             soft_wrap=True,
         )
     for line in budget_lines(pipeline, estimates):
