@@ -3,7 +3,7 @@
 Order for one call (DESIGN.md)::
 
     total deadline
-      └ retry loop ─ per attempt: rate limit → breaker → concurrency slot → attempt timeout → call
+      └ retry loop ─ per attempt: rate limit → breaker → concurrency slot → budget → attempt timeout → call
 
 In detail, one attempt:
 
@@ -14,7 +14,14 @@ In detail, one attempt:
 4. Holding the slot, the breaker admits it and the limiter records its start,
    both at once and without awaiting, so the limiter meters the moments
    calls really start.
-5. The call runs under the attempt timeout, itself cut short by the deadline.
+5. With a `funcpipe.policy.budget.Meter` (the runner gives every stage one,
+   and a policy with a ``budget`` makes its own), the call's estimate is
+   held against its budgets; a call that would cross one is never started
+   and returns ``BUDGET_EXHAUSTED``.
+6. The call runs under the attempt timeout, itself cut short by the deadline.
+   A metered call's usage (what the adapter reported with
+   `funcpipe.core.report_usage`, else the estimate) is settled when it
+   ends, cancelled or not, and reported as a ``usage`` event.
 
 Between attempts the retry loop backs off holding nothing. A wait that would
 end at or past the deadline is never started: the last error is returned.
@@ -388,20 +395,7 @@ class PolicyRuntime:
             finally:
                 # Counted even when cancelled: the request may have reached the provider.
                 settled = meter.settle(hold, reported, ok)
-                if self._emitting:
-                    usage = settled.usage
-                    self._emit(
-                        "usage",
-                        item_id,
-                        attempt,
-                        data={
-                            "requests": usage.requests,
-                            "input_tokens": usage.input_tokens,
-                            "output_tokens": usage.output_tokens,
-                            "counted": settled.counted,
-                            "cost": settled.cost,
-                        },
-                    )
+                self._emit("usage", item_id, attempt, data=settled.to_data())
         return res
 
     async def _timed_call(

@@ -162,6 +162,17 @@ class Settled:
     counted: Counted
     cost: float
 
+    def to_data(self) -> dict[str, object]:
+        """The ``usage`` event's data: requests, tokens, where they come from, and cost."""
+        u = self.usage
+        return {
+            "requests": u.requests,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "counted": self.counted,
+            "cost": self.cost,
+        }
+
 
 @dataclass
 class Meter:
