@@ -1,12 +1,15 @@
 """The runner's lifecycle: binds a `CompiledPipeline` to resources and drives it once.
 
-`Runner.run` checks the outputs, opens the ledger and the resources (an
+`Runner.run` refuses a run whose estimate exceeds a budget (unless forced),
+checks the outputs, opens the ledger and the resources (an
 ``AsyncExitStack`` closes clients and pools on every path), runs the
 pre-flight checks (`funcpipe.run.preflight`), wires the stages
 (`funcpipe.run.wiring`), drains the graph while accounting for every source
 item and diverting failed ones to the dead-letter file, syncs the stores
 with their sources (`funcpipe.run.sync`), and builds and writes the report
-(`funcpipe.run.reporting`). Signals are `funcpipe.run.shutdown`'s. The
+(`funcpipe.run.reporting`). Signals are `funcpipe.run.shutdown`'s; usage,
+cost and budgets `funcpipe.run.costs`' (an exhausted budget stops the run as
+a signal does, and its refused items are left unfinished). The
 runner names no stage kind: what a stage needs, its kind declares and the
 compiler resolves.
 """
