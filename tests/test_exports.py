@@ -138,9 +138,11 @@ EXPECTED_ROOT_EXPORTS = [
     "StageInfo",
     "StageReport",
     "StageStats",
+    "TestResults",
     "__version__",
     "check",
     "load",
+    "run_tests",
 ]
 
 

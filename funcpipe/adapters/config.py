@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -316,6 +316,16 @@ SCRIPTED_ANSWERS = ("ok", "timeout", "network", "malformed")
 """What a scripted step may answer besides an HTTP status."""
 
 
+def _step_schema(schema: dict[str, Any]) -> None:
+    # The shorthands (`ok`, `429`) are steps too: an editor must accept them.
+    written = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description")}
+    schema["anyOf"] = [
+        {"enum": list(SCRIPTED_ANSWERS)},
+        {"type": "integer", "minimum": 300, "maximum": 599},
+        written,
+    ]
+
+
 class ScriptedStep(BaseModel):
     """One answer of a `ScriptedConfig` script: a success, a fault, or an HTTP error status.
 
@@ -323,7 +333,7 @@ class ScriptedStep(BaseModel):
     ``429``, or a mapping such as ``{status: 429, retry_after: 30s, times: 10}``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_step_schema)
 
     answer: Literal["ok", "timeout", "network", "malformed"] | None = Field(
         None,
