@@ -103,6 +103,9 @@ def apply_snapshots(path: FsPath, snapshots: Sequence[Snapshot]) -> bool:
             continue
         node, key = found
         start, end = int(node.start_mark.index), _end(node)
+        # A block scalar's end mark lies after its line break and the next line's indentation.
+        while end > start and text[end - 1] in " \t\r\n":
+            end -= 1
         new = _replacement(text, node, key, snap.value)
         edits.append((start, end, new))
     changed = False
