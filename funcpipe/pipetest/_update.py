@@ -27,18 +27,22 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
+    # Only text that reads back the same as a literal block is written as one.
+    plain = value == value.strip() and not any(line != line.rstrip() for line in value.splitlines())
+    style = "|" if "\n" in value and plain else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _Dumper.add_representer(str, _text)
 
 
-def _node_at(root: yaml.Node, path: SpecPath) -> tuple[yaml.Node, yaml.Node | None] | None:
-    """The value node at ``path`` and the key node it belongs to (None for list items)."""
+def _node_at(root: yaml.Node, path: SpecPath) -> tuple[yaml.Node, yaml.Node | None, bool] | None:
+    """The value node at ``path``, its key node (None for list items), and whether it lies inside flow style."""
     node: yaml.Node = root
     key: yaml.Node | None = None
+    in_flow = False
     for part in path:
+        in_flow = in_flow or bool(getattr(node, "flow_style", False))
         if isinstance(node, yaml.MappingNode):
             found = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
             if found is None:
@@ -48,7 +52,7 @@ def _node_at(root: yaml.Node, path: SpecPath) -> tuple[yaml.Node, yaml.Node | No
             key, node = None, node.value[part]
         else:
             return None
-    return node, key
+    return node, key, in_flow
 
 
 def _end(node: yaml.Node) -> int:
@@ -69,18 +73,20 @@ def _flow(value: Any) -> str:
 
 def _block(value: Any, indent: int) -> str:
     text = yaml.dump(value, Dumper=_Dumper, default_flow_style=False, allow_unicode=True, sort_keys=False, width=_LINE)
+    text = text.removesuffix("...\n")
     pad = " " * indent
     return "\n".join(pad + line if line else line for line in text.rstrip("\n").splitlines())
 
 
-def _replacement(text: str, node: yaml.Node, key: yaml.Node | None, value: Any) -> str:
+def _replacement(text: str, node: yaml.Node, key: yaml.Node | None, value: Any, in_flow: bool) -> str:
     start = int(node.start_mark.index)
     column = int(node.start_mark.column)
     line_start = text.rfind("\n", 0, start) + 1
     on_own_line = text[line_start:start].strip() in ("", "-")
     flow = _flow(value)
     scalar_or_empty = not isinstance(value, dict | list) or not value
-    if scalar_or_empty or (column + len(flow) <= _LINE and "\n" not in flow):
+    if in_flow or scalar_or_empty or (column + len(flow) <= _LINE and "\n" not in flow):
+        # Inside {...} or [...] only flow style is YAML.
         return flow
     if on_own_line and isinstance(node, yaml.SequenceNode | yaml.MappingNode) and not node.flow_style:
         # A block collection: the new block starts where the old one did, at its indentation.
@@ -101,12 +107,12 @@ def apply_snapshots(path: FsPath, snapshots: Sequence[Snapshot]) -> bool:
         found = _node_at(root, snap.path)
         if found is None:
             continue
-        node, key = found
+        node, key, in_flow = found
         start, end = int(node.start_mark.index), _end(node)
         # A block scalar's end mark lies after its line break and the next line's indentation.
         while end > start and text[end - 1] in " \t\r\n":
             end -= 1
-        new = _replacement(text, node, key, snap.value)
+        new = _replacement(text, node, key, snap.value, in_flow)
         edits.append((start, end, new))
     changed = False
     # From the end, so earlier offsets stay valid; nested spans never overlap (each path is a leaf or a whole list).
