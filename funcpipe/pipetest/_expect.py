@@ -265,7 +265,7 @@ def check(loaded: LoadedTestFile, index: int, obs: Observed) -> tuple[list[Probl
     c.report(expect, obs)
     c.policy(expect, obs)
     c.queries(expect, obs)
-    return c.problems, c.snapshots
+    return sorted(c.problems, key=lambda p: (p.line, p.col)), c.snapshots
 
 
 __all__ = ["Observed", "check"]

@@ -29,7 +29,7 @@ def _problem_text(p: Problem) -> str:
 
 
 def _timing(case: CaseResult) -> str:
-    virtual = f", {case.virtual:g}s virtual" if case.virtual >= 0.001 else ""
+    virtual = f", {case.virtual:.3g}s virtual" if case.virtual >= 0.001 else ""
     return f" ({case.duration:.2f}s{virtual})"
 
 
