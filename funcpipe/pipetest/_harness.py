@@ -13,6 +13,7 @@ tries fails as a ``NETWORK`` error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -30,14 +31,15 @@ from funcpipe.pipetest._expect import Observed, check
 from funcpipe.pipetest._load import LoadedTestFile
 from funcpipe.pipetest._match import plain
 from funcpipe.pipetest.results import CaseResult, Problem, SpecPath
+from funcpipe.policy.models import format_duration
 from funcpipe.ports import VectorStorePort
 from funcpipe.registry import did_you_mean
 from funcpipe.run import Runner, RunOptions, drive
 from funcpipe.run.query import answer_question
 from funcpipe.run.resources import RunResources
 from funcpipe.spec import LoadedSpec, load_spec
-from funcpipe.spec.documents import SET_FILE, format_path, parse_yaml
-from funcpipe.testing import VirtualClock, VirtualEventLoop
+from funcpipe.spec.documents import SET_FILE, parse_yaml
+from funcpipe.testing import VirtualClock, VirtualEventLoop, VirtualTimeStall
 
 STALL_SECONDS = 120.0
 """Real seconds a test may wait on something that is not the clock before it is stopped."""
@@ -49,6 +51,14 @@ class _Invalid(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(p.message for p in problems))
         self.problems = problems
+
+
+class _Unfinished(Exception):
+    """The run did not finish within the test's timeout of virtual time."""
+
+    def __init__(self, timeout: float, virtual: float) -> None:
+        super().__init__(f"the run did not finish within {format_duration(timeout)} of virtual time")
+        self.virtual = virtual
 
 
 class _Offline(httpx.AsyncBaseTransport):
@@ -303,7 +313,15 @@ class Case:
                 taps=[tap],
                 adapters={},
             )
-            report = await Runner(compiled, options).run()
+            running = asyncio.ensure_future(Runner(compiled, options).run())
+            done, _ = await asyncio.wait({running}, timeout=self.test.timeout)
+            if not done:
+                running.cancel()
+                # The runner's task group may end the cancellation as a group: either way it is over.
+                with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+                    await running
+                raise _Unfinished(self.test.timeout, clock.now())
+            report = running.result()
             obs.report = plain(report.to_json())
             if report.dead_letter:
                 obs.dead_letters = _read_jsonl(Path(report.dead_letter))
@@ -337,6 +355,23 @@ class Case:
             # The run could not start (a missing variable, an unwritable path): nothing to compare.
             problem = self._problem((*self.at, "name"), f"the run could not start: {exc}")
             return CaseResult(file, name, "failed", [problem], time.perf_counter() - t0)
+        except _Unfinished as exc:
+            problem = self._problem(
+                (*self.at, "timeout") if "timeout" in self.test.model_fields_set else (*self.at, "name"),
+                str(exc),
+                "a stage waits for something that never comes; or raise the test's timeout: (virtual time)",
+            )
+            return CaseResult(file, name, "failed", [problem], time.perf_counter() - t0, exc.virtual)
+        except VirtualTimeStall as exc:
+            problem = self._problem(
+                (*self.at, "name"),
+                f"the run stalled: {exc}",
+                "a stage waits on something that is neither the clock nor a thread (a socket, another process)",
+            )
+            return CaseResult(file, name, "failed", [problem], time.perf_counter() - t0)
+        except Exception as exc:  # one test's crash must not stop the others
+            problem = self._problem((*self.at, "name"), f"the run raised {type(exc).__name__}: {exc}")
+            return CaseResult(file, name, "failed", [problem], time.perf_counter() - t0)
         problems, snapshots = check(self.loaded, self.index, obs)
         if obs.report.get("status") == "error" and not problems and self.test.expect.report is None:
             # A run that failed as a whole passes only a test that says it expects it.
@@ -369,9 +404,4 @@ def run_case(loaded: LoadedTestFile, index: int, scratch: Path) -> CaseResult:
     return Case(loaded, index, scratch).run()
 
 
-def describe(where: SpecPath) -> str:
-    """A test-file path as text."""
-    return format_path(where)
-
-
-__all__ = ["STALL_SECONDS", "Case", "describe", "run_case"]
+__all__ = ["STALL_SECONDS", "Case", "run_case"]

@@ -44,11 +44,6 @@ class LoadedTestFile:
         return self.doc.error(where, message, hint=hint, at_key=at_key)
 
 
-def is_test_file(path: Path) -> bool:
-    """True if ``path``'s name marks it as a test file."""
-    return path.name.endswith(SUFFIXES)
-
-
 def load_test_file(path: Path) -> LoadedTestFile:
     """Load and validate the test file at ``path``.
 
@@ -107,4 +102,4 @@ def load_test_file(path: Path) -> LoadedTestFile:
     return loaded
 
 
-__all__ = ["MAX_TEST_FILE", "SUFFIXES", "LoadedTestFile", "is_test_file", "load_test_file"]
+__all__ = ["MAX_TEST_FILE", "SUFFIXES", "LoadedTestFile", "load_test_file"]

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from funcpipe.policy.models import Duration, Int, no_bool
+from funcpipe.policy.models import Duration, Int, PositiveDuration, no_bool
 
 JSONValue = Any
 """Any value YAML can hold: what items, reports and overrides are made of."""
@@ -223,6 +223,9 @@ class PipelineTest(_Model):
     params: dict[str, JSONValue] = Field(default_factory=dict, description="Values merged into the spec's params.")
     env: dict[str, str] = Field(default_factory=dict, description="Variables ${VAR} reads, over the environment.")
     seed: Int = Field(0, description="Seed of jitter and sampling.")
+    timeout: PositiveDuration = Field(
+        3600.0, description="Virtual time the run may take; a run still going then fails the test."
+    )
     expect: Expect = Field(default_factory=Expect, description="What the run must give.")
 
 

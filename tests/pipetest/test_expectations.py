@@ -170,3 +170,21 @@ def test_a_dead_letter_message_is_checked(tmp_path: Path) -> None:
     )
     case = only(run(path))
     assert case.status == "passed", case.problems
+
+
+def test_a_run_that_never_finishes_fails_at_its_virtual_timeout(tmp_path: Path) -> None:
+    (tmp_path / "hang.py").write_text(
+        "import asyncio\n\nasync def forever(item):\n    await asyncio.Event().wait()\n", encoding="utf-8"
+    )
+    spec = "version: 1\nname: hang\nstages:\n"
+    spec += "  - {id: load, use: source.files, with: {path: docs, glob: '*.md'}}\n"
+    spec += "  - {id: wait, use: map, with: {fn: 'hang:forever'}}\n"
+    path = write(tmp_path, "- name: hangs\n  timeout: 10m\n  inputs: {load: {path: docs}}\n", spec=spec)
+
+    case = only(run(path))
+
+    assert case.status == "failed"
+    [problem] = case.problems
+    assert problem.message == "the run did not finish within 10m of virtual time"
+    assert problem.line == line_of(path, "timeout: 10m")
+    assert case.virtual >= 600.0 and case.duration < 60.0
