@@ -115,3 +115,10 @@ def test_the_schema_command_writes_the_test_file_schema(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["schema", "--test-file", "-o", str(out)])
     assert result.exit_code == 0
     assert json.loads(out.read_text(encoding="utf-8"))["title"] == "funcpipe pipeline tests"
+
+
+def test_the_commands_formats_are_the_renderers() -> None:
+    from funcpipe.cli._test import FORMATS as OFFERED
+    from funcpipe.pipetest.output import FORMATS
+
+    assert OFFERED == FORMATS
