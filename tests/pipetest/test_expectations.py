@@ -188,3 +188,31 @@ def test_a_run_that_never_finishes_fails_at_its_virtual_timeout(tmp_path: Path) 
     assert problem.message == "the run did not finish within 10m of virtual time"
     assert problem.line == line_of(path, "timeout: 10m")
     assert case.virtual >= 600.0 and case.duration < 60.0
+
+
+CLASH = """\
+version: 1
+name: clash
+adapters:
+  small: {kind: hashing, dim: 32}
+  big: {kind: hashing, dim: 64}
+  store: {kind: memory}
+stages:
+  - {id: load, use: source.files, with: {path: docs, glob: "*.md"}}
+  - {id: e1, use: embed, adapter: small, from: load}
+  - {id: s1, use: vector.upsert, adapter: store, from: e1}
+  - {id: e2, use: embed, adapter: big, from: load}
+  - {id: s2, use: vector.upsert, adapter: store, from: e2}
+"""
+
+
+def test_a_run_that_fails_as_a_whole_fails_the_test_unless_the_test_expects_it(tmp_path: Path) -> None:
+    unexpected = write(tmp_path, "- name: clash\n  inputs: {load: {path: docs}}\n", spec=CLASH)
+    [problem] = only(run(unexpected)).problems
+    assert problem.message.startswith("the run failed: stage s2: cannot prepare adapter 'store'")
+    assert problem.hint == "expect it with expect: {report: {status: error}}"
+
+    expected = write(
+        tmp_path, "- name: clash\n  inputs: {load: {path: docs}}\n  expect: {report: {status: error}}\n", spec=CLASH
+    )
+    assert only(run(expected)).status == "passed"
