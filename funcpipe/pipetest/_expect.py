@@ -7,6 +7,7 @@ written, with a readable diff; each exact expectation also yields a
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,14 +247,11 @@ class _Checker:
                     self.fail(
                         (*where, "answer", "contains", j), f"{what}: the answer lacks {piece!r}: {short(text, 200)}"
                     )
-            if a.matches is not None:
-                import re
-
-                if re.search(a.matches, text) is None:
-                    self.fail(
-                        (*where, "answer", "matches"),
-                        f"{what}: the answer does not match {a.matches!r}: {short(text, 200)}",
-                    )
+            if a.matches is not None and re.search(a.matches, text) is None:
+                self.fail(
+                    (*where, "answer", "matches"),
+                    f"{what}: the answer does not match {a.matches!r}: {short(text, 200)}",
+                )
 
 
 def check(loaded: LoadedTestFile, index: int, obs: Observed) -> tuple[list[Problem], list[Snapshot]]:
