@@ -8,6 +8,7 @@ The Python API, in full (see docs/python.md)::
     report = pipeline.run()                    # or: await pipeline.run_async()
     answer = pipeline.query("how do I switch the embedding provider?")
     print(pipeline.render("mermaid"), pipeline.estimate().least_duration)
+    results = funcpipe.run_tests(["pipelines"])  # the *.test.yaml files (funcpipe test)
 
 Importing ``funcpipe`` imports only the standard library: each name below is
 imported from its module on first use, and the HTTP and database clients only
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     )
     from funcpipe.core import ErrCode, ErrInfo, Item
     from funcpipe.errors import FuncpipeError, RunError, SpecError, SpecErrors
+    from funcpipe.pipetest import run_tests
+    from funcpipe.pipetest.results import TestResults
     from funcpipe.policy.events import Event, EventSink
     from funcpipe.policy.models import Policy
     from funcpipe.ports import QueryHit
@@ -67,8 +70,10 @@ _HOMES = {
     "StageInfo": "funcpipe._api",
     "StageReport": "funcpipe.run.report",
     "StageStats": "funcpipe.run.accounting",
+    "TestResults": "funcpipe.pipetest.results",
     "check": "funcpipe._api",
     "load": "funcpipe._api",
+    "run_tests": "funcpipe.pipetest",
 }
 
 __all__ = [
@@ -95,9 +100,11 @@ __all__ = [
     "StageInfo",
     "StageReport",
     "StageStats",
+    "TestResults",
     "__version__",
     "check",
     "load",
+    "run_tests",
 ]
 
 

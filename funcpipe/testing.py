@@ -23,9 +23,11 @@ or make pytest-asyncio run async tests on it, in a ``conftest.py``::
     def pytest_asyncio_loop_factories(config, item):
         return {"virtual": VirtualEventLoop}
 
-Caveat: virtual time does not wait for real I/O. A task blocked on a socket
-does not hold the clock back while another task sleeps; fakes in tests
-should wait on the clock or on asyncio primitives.
+Work handed to a thread (``asyncio.to_thread``, ``run_in_executor``: file
+reads, for instance) holds the clock still until it is done, so a timer
+never fires early because a thread was slow. Caveat: other real I/O does
+not. A task blocked on a socket does not hold the clock back while another
+task sleeps; fakes in tests should wait on the clock or on asyncio primitives.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import asyncio
 import math
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -64,11 +67,29 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, *, start: float = 0.0, stall_timeout: float | None = 60.0) -> None:
         self._virtual_now = float(start)
+        self._in_threads = 0
         super().__init__(_JumpingSelector(self, stall_timeout))
 
     def time(self) -> float:
         """The loop's virtual time, in seconds."""
         return self._virtual_now
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Executor | None, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """As asyncio's, but time stands still until ``func`` returns (see the module's docstring)."""
+        future = super().run_in_executor(executor, func, *args)
+        self._in_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: asyncio.Future[Any]) -> None:
+        self._in_threads -= 1
+
+    @property
+    def waiting_for_threads(self) -> bool:
+        """True while work handed to a thread is not done: time does not move then."""
+        return self._in_threads > 0
 
     def _jump(self) -> None:
         # Called after a poll found no I/O. Time moves only when no callback
@@ -109,8 +130,16 @@ class _JumpingSelector(selectors.BaseSelector):
                 )
             return events
         events = self._inner.select(0)
-        if not events:
-            self._loop._jump()
+        if events:
+            return events
+        if timeout > 0 and self._loop.waiting_for_threads:
+            # A thread's result is what comes next: wait for it in real time
+            # (its completion wakes the selector) instead of jumping past timers.
+            events = self._inner.select(self._stall_timeout)
+            if not events and self._stall_timeout is not None:
+                raise VirtualTimeStall(f"work handed to a thread did not finish in {self._stall_timeout}s of real time")
+            return events
+        self._loop._jump()
         return events
 
     def register(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> selectors.SelectorKey:

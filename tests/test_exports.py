@@ -141,9 +141,11 @@ EXPECTED_ROOT_EXPORTS = [
     "StageInfo",
     "StageReport",
     "StageStats",
+    "TestResults",
     "__version__",
     "check",
     "load",
+    "run_tests",
 ]
 
 

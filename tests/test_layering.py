@@ -12,7 +12,8 @@ The top-level modules have no folder of their own:
   and hide secrets the one way.
 - ``funcpipe.testing`` is a tool for tests, beside the package rather than
   in its stack: it may use core and policy (its clock is policy's), and
-  nothing in the package imports it but the root API.
+  nothing in the package imports it but the root API and ``funcpipe.pipetest``
+  (``funcpipe test`` runs pipelines on its virtual loop).
 
 ``funcpipe.__main__`` is the CLI's (``python -m funcpipe`` runs it); the
 root's private modules (``funcpipe._api``) are the root's.
@@ -43,8 +44,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "run": {"compile"},
     "render": {"compile"},
     "testing": {"core", "policy"},
+    "pipetest": {"run", "testing"},
     "cli": {"run", "render", "root"},
-    "root": {"run", "render", "testing"},
+    "root": {"run", "render", "testing", "pipetest"},
 }
 
 TOP_LEVEL = {"errors": "floor", "_redact": "floor", "__main__": "cli", "_api": "root"}

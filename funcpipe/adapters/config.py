@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from funcpipe.policy.models import Float, Int, PositiveDuration, Price
+from funcpipe.policy.models import Duration, Float, Int, PositiveDuration, Price
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # RFC 9110 token characters: what an HTTP header name may hold.
@@ -331,6 +331,77 @@ class ExtractiveConfig(AdapterConfig):
     max_chars: Int = Field(600, ge=40, le=100_000, description="Characters quoted per passage at most.")
 
 
+SCRIPTED_ANSWERS = ("ok", "timeout", "network", "malformed")
+"""What a scripted step may answer besides an HTTP status."""
+
+
+def _step_schema(schema: dict[str, Any]) -> None:
+    # The shorthands (`ok`, `429`) are steps too: an editor must accept them.
+    written = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description")}
+    schema["anyOf"] = [
+        {"enum": list(SCRIPTED_ANSWERS)},
+        {"type": "integer", "minimum": 300, "maximum": 599},
+        written,
+    ]
+
+
+class ScriptedStep(BaseModel):
+    """One answer of a `ScriptedConfig` script: a success, a fault, or an HTTP error status.
+
+    Written ``ok``, ``timeout``, ``network``, ``malformed``, a status such as
+    ``429``, or a mapping such as ``{status: 429, retry_after: 30s, times: 10}``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_step_schema)
+
+    answer: Literal["ok", "timeout", "network", "malformed"] | None = Field(
+        None,
+        description="ok (the local answer), timeout, network (connection refused) "
+        "or malformed (a 200 whose body is not JSON).",
+    )
+    status: Int | None = Field(None, ge=300, le=599, description="An HTTP error status to answer (429, 503...).")
+    retry_after: Duration | None = Field(None, description="The Retry-After header sent with the status.")
+    message: str | None = Field(None, max_length=1000, description="The provider's error message in the body.")
+    delay: Duration = Field(0.0, description="How long the call takes before it answers (on the run's clock).")
+    times: Int = Field(1, ge=1, le=100_000, description="How many calls in a row get this answer.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if isinstance(value, str) and value in SCRIPTED_ANSWERS:
+            return {"answer": value}
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"status": value}
+        if isinstance(value, str | int | float | bool) or value is None:
+            raise ValueError(
+                f"a step is {', '.join(SCRIPTED_ANSWERS)}, an HTTP status such as 429, "
+                f"or a mapping such as {{status: 429, retry_after: 30s}}, not {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> Self:
+        if (self.answer is None) == (self.status is None):
+            raise ValueError("a step has either an answer (ok, timeout, network, malformed) or a status, not both")
+        if self.retry_after is not None and self.status is None:
+            raise ValueError("retry_after goes with a status (429 or 503)")
+        return self
+
+
+class ScriptedConfig(AdapterConfig):
+    """Scripted fake of an HTTP provider for tests: answers, faults and error statuses in order, then ok."""
+
+    kind: Literal["scripted"] = "scripted"
+    provider: str = Field(
+        "scripted", min_length=1, max_length=64, description="The provider named in its errors (openai, cohere...)."
+    )
+    script: list[ScriptedStep] = Field(
+        default_factory=list, max_length=10_000, description="Answers to the calls in order; every later call is ok."
+    )
+    dim: Int = Field(384, ge=8, le=16000, description="Dimension of the vectors an ok answer holds (hashing).")
+    max_batch: Int = Field(2048, ge=1, le=100_000, description="Texts per request at most, like the provider's limit.")
+
+
 BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     "hashing": HashingConfig,
     "openai": OpenAIConfig,
@@ -340,4 +411,5 @@ BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     "pgvector": PgvectorConfig,
     "memory": MemoryConfig,
     "extractive": ExtractiveConfig,
+    "scripted": ScriptedConfig,
 }

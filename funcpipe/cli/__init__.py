@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "query": "funcpipe.cli._run:query",
     "graph": "funcpipe.cli._graph:graph",
     "schema": "funcpipe.cli._validate:schema",
+    "test": "funcpipe.cli._test:test",
 }
 
 

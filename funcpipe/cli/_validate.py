@@ -218,7 +218,12 @@ def validate(
     is_flag=True,
     help="Print the Markdown reference of every stage and adapter kind (docs/reference.md) instead.",
 )
-def schema(output: Path | None, reference: bool) -> None:
+@click.option(
+    "--test-file",
+    is_flag=True,
+    help="Print the JSON Schema of a pipeline test file (*.test.yaml) instead.",
+)
+def schema(output: Path | None, reference: bool, test_file: bool) -> None:
     """Print the JSON Schema of a spec (for editors and CI).
 
     It covers the built-in kinds and those of installed plugins. With
@@ -228,7 +233,11 @@ def schema(output: Path | None, reference: bool) -> None:
     from funcpipe.registry import REGISTRY
 
     REGISTRY.load_entry_points()
-    if reference:
+    if test_file:
+        from funcpipe.pipetest.schema import pipeline_test_schema_json
+
+        text = pipeline_test_schema_json(REGISTRY)
+    elif reference:
         from funcpipe.spec.reference import reference_markdown
 
         text = reference_markdown(REGISTRY)

@@ -312,6 +312,7 @@ def _builtins() -> Registry:
         "pgvector": (VectorStorePort,),
         "memory": (VectorStorePort,),
         "extractive": (GeneratePort,),
+        "scripted": (EmbedPort, GeneratePort),
     }
     for name, cfg in BUILTIN_ADAPTER_CONFIGS.items():
         doc = (cfg.__doc__ or "").strip().splitlines()[0]

@@ -24,11 +24,21 @@ def perform(plan: AsyncPlan[T]) -> Result[T, ErrInfo]:
     return asyncio.run(perform_async(plan))
 
 
-def drive(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def drive(
+    make_coro: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """Run the coroutine ``make_coro()`` to completion in a new event loop.
 
     The synchronous entry points of the root API (``Pipeline.run()``,
-    ``Pipeline.query()``) start their loop here, so only `funcpipe.run`
-    starts one. Exceptions propagate as they are.
+    ``Pipeline.query()``) and ``funcpipe test`` start their loop here, so only
+    `funcpipe.run` starts one. Exceptions propagate as they are.
+
+    Args:
+        make_coro: makes the coroutine to run.
+        loop_factory: makes the loop (``funcpipe.testing.VirtualEventLoop``
+            runs on virtual time); default: asyncio's.
     """
-    return asyncio.run(make_coro())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(make_coro())

@@ -122,7 +122,7 @@ async def answer_question(
         missing = missing_credentials(pipeline, (embedder_name, store_name, gen_name), resources)
         if missing is not None:
             raise RunError(missing)
-        adapters = LazyAdapters(pipeline, resources)
+        adapters = LazyAdapters(pipeline, resources, made=opts.adapters)
         embedder: EmbedPort = adapters[embedder_name]
         store: VectorStorePort = adapters[store_name]
         generator: GeneratePort = adapters[gen_name]

@@ -68,6 +68,11 @@ class RunOptions:
         resources: factory ``(state_dir, clock) -> async context manager`` of the
             resources lent to adapters (default: `RunResources`).
         force: start even when the estimate exceeds a budget (``--force``).
+        taps: called with ``(stage id, item)`` for every item a stage emits
+            (``funcpipe test`` reads each stage's output through them).
+        adapters: adapters already made, by name, to use instead of making
+            new ones (and where new ones are kept): a run and a query that
+            share it share one in-process store.
     """
 
     report_path: Path | None = None
@@ -82,6 +87,8 @@ class RunOptions:
     shutdown_timeout: float | None = None
     notify: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
     force: bool = False
+    taps: list[Callable[[str, Item], None]] = field(default_factory=list)
+    adapters: dict[str, Any] | None = None
 
     def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
         """The resources for a run whose state lives in ``state_dir``."""
@@ -175,6 +182,7 @@ class Runner:
         stats = self.stats[stage.id]
         is_source = not stage.inputs
         clock = self.options.clock
+        taps = self.options.taps
 
         async def run() -> AsyncIterator[Result[Item, ErrInfo]]:
             async with contextlib.aclosing(gen()) as it:  # type: ignore[type-var]
@@ -186,6 +194,8 @@ class Runner:
                         if is_source and not self._admit(stage.id, r.value):
                             continue
                         stats.outputs += 1
+                        for tap in taps:
+                            tap(stage.id, r.value)
                         yield r
                     else:
                         if is_source:
@@ -259,7 +269,7 @@ class Runner:
         missing = missing_credentials(self.pipeline, names, resources)
         if missing is not None:
             raise _NotStarted(missing)
-        adapters = LazyAdapters(self.pipeline, resources)
+        adapters = LazyAdapters(self.pipeline, resources, made=self.options.adapters)
         check_source_stages(self.pipeline)
         self._adapters = adapters
         contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}

@@ -30,12 +30,20 @@ class LazyAdapters(Mapping[str, Any]):
     """The pipeline's adapters by name, each created on first use with the run's resources.
 
     An adapter that no stage uses (the query's generator, say) is never created.
+
+    Args:
+        pipeline: the compiled pipeline.
+        resources: what adapters are lent.
+        made: adapters already made, by name, shared with an earlier run or
+            query; those made now are added to it.
     """
 
-    def __init__(self, pipeline: CompiledPipeline, resources: Resources | Any) -> None:
+    def __init__(
+        self, pipeline: CompiledPipeline, resources: Resources | Any, made: dict[str, Any] | None = None
+    ) -> None:
         self._specs = pipeline.adapters
         self._resources = resources
-        self._made: dict[str, Any] = {}
+        self._made: dict[str, Any] = {} if made is None else made
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._made:

@@ -43,7 +43,7 @@ def test_the_completion_script_is_printed_for_each_shell(shell: str, marker: str
 
 def test_subcommands_and_choices_complete() -> None:
     commands = _complete("bash_complete", COMP_WORDS="funcpipe ", COMP_CWORD="1")
-    assert commands.stdout.split() == [f"plain,{c}" for c in ("graph", "query", "run", "schema", "validate")]
+    assert commands.stdout.split() == [f"plain,{c}" for c in ("graph", "query", "run", "schema", "test", "validate")]
     formats = _complete("bash_complete", COMP_WORDS="funcpipe validate --format ", COMP_CWORD="3")
     assert formats.stdout.split() == ["plain,text", "plain,json", "plain,github"]
     spec = _complete("bash_complete", COMP_WORDS="funcpipe run pipe", COMP_CWORD="2")

@@ -17,6 +17,7 @@ ALLOWED_IMPORTS = {
     "funcpipe.spec",  # error formatting, and load_spec for commands that need the spec itself
     "funcpipe.spec.schema",  # `funcpipe schema`: generated documents of the spec language
     "funcpipe.spec.reference",
+    "funcpipe.pipetest.schema",  # `funcpipe schema --test-file`
     "funcpipe.cli._validate",
     # the displays and printers of a run's outcome, attached and called through the API's values
     "funcpipe.run.logging",

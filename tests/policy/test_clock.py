@@ -194,3 +194,32 @@ def test_a_wait_shorter_than_the_clock_resolution_still_moves_time_on() -> None:
         return clock.now()
 
     assert run_virtual(main) >= 1e-300
+
+
+def test_work_in_a_thread_holds_virtual_time_still() -> None:
+    # A timer due while a thread works must not fire early: the loop waits for the thread.
+    def slow_read() -> str:
+        time.sleep(0.2)
+        return "read"
+
+    async def main() -> tuple[str, float, bool]:
+        loop = asyncio.get_running_loop()
+        fired: list[float] = []
+        timer = loop.call_later(0.05, lambda: fired.append(loop.time()))
+        got = await asyncio.to_thread(slow_read)
+        at = loop.time()
+        timer.cancel()
+        return got, at, bool(fired)
+
+    got, at, fired = run_virtual(main)
+
+    assert (got, at, fired) == ("read", 0.0, False)
+
+
+def test_virtual_time_moves_again_once_the_thread_is_done() -> None:
+    async def main() -> float:
+        await asyncio.to_thread(time.sleep, 0.01)
+        await asyncio.sleep(30)
+        return asyncio.get_running_loop().time()
+
+    assert run_virtual(main) == 30.0
