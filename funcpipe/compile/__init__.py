@@ -28,7 +28,6 @@ from funcpipe.compile._resume import (
 from funcpipe.compile._secrets import SecretSources, secret_sources
 from funcpipe.errors import SpecError
 from funcpipe.policy.models import NO_POLICY
-from funcpipe.ports import VectorStorePort
 from funcpipe.spec.loaded import LoadedSpec
 
 
@@ -69,9 +68,7 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
     syncs = tuple(
         StoreSync(st.id, st.adapter, mode, graph.upstream_sources(st.id))
         for st in stages
-        if st.adapter is not None
-        and st.kind.needs is VectorStorePort
-        and (mode := getattr(st.config, "sync", None)) in ("mirror", "append")
+        if st.adapter is not None and (mode := st.kind.sync_mode(st.config)) is not None
     )
     dead_letter = spec.on_error.dead_letter
     return CompiledPipeline(
@@ -103,8 +100,8 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
 
 def _resolve_stage(graph: CompiledPipeline, st: CompiledStage, origins: dict[str, str]) -> CompiledStage:
     """``st`` with the services its kind declared resolved: its embedder and default origin."""
-    embedder = getattr(st.config, "embedder", None)
-    if not isinstance(embedder, str):
+    embedder = st.kind.named_embedder(st.config)
+    if embedder is None:
         feeding = graph.nearest_upstream(st.id, lambda s: s.kind.embeds and s.adapter is not None)
         embedder = feeding.adapter if feeding is not None else None
     sources = graph.upstream_sources(st.id)

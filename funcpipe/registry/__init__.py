@@ -38,8 +38,16 @@ class StageKind:
         description: one line for docs, the schema and ``--help``.
         external: True if it calls a service (shown in dry-run estimates).
         embedder: True if it is given the embedder that feeds it
-            (`StageContext.embedder`): the adapter its ``with.embedder``
+            (`StageContext.embedder`): the adapter its `embedder_field`
             names, else that of the nearest upstream stage that embeds.
+        embedder_field: the field of its ``with:`` block by which a spec
+            may name its embedder (an adapter providing embedding, checked
+            as a reference when validated); None if a spec cannot. Needs
+            ``embedder=True``.
+        sync_field: the field of its ``with:`` block that says how its store
+            mirrors its sources, ``mirror`` or ``append`` (see
+            ``docs/runner.md``); None if it keeps no store in sync. Needs
+            ``needs=VectorStorePort``.
         origins: True if it is given the origin of each source item's rows
             (`StageContext.origin_of`).
         prepare: ``(config, ctx) -> AsyncPlan[None] | None``, or its import
@@ -59,6 +67,23 @@ class StageKind:
     origins: bool = False
     prepare: str | Callable[..., Any] | None = None
     default_batch: int | None = None
+    embedder_field: str | None = None
+    sync_field: str | None = None
+
+    def __post_init__(self) -> None:
+        # A kind is declared once, at import: a declaration that cannot hold is
+        # an error of the module declaring it, not of every spec that uses it.
+        fields = self.config.model_fields
+        for attr, name in (("embedder_field", self.embedder_field), ("sync_field", self.sync_field)):
+            if name is not None and name not in fields:
+                raise ValueError(
+                    f"stage kind {self.name!r}: {attr}={name!r} is not a field of {self.config.__name__} "
+                    f"(its fields: {', '.join(fields) or 'none'})"
+                )
+        if self.embedder_field is not None and not self.embedder:
+            raise ValueError(f"stage kind {self.name!r}: embedder_field needs embedder=True")
+        if self.sync_field is not None and self.needs is not VectorStorePort:
+            raise ValueError(f"stage kind {self.name!r}: sync_field needs needs=VectorStorePort")
 
     def load_factory(self) -> Callable[..., Any]:
         """The factory callable, importing it if it was given by path."""
@@ -69,6 +94,20 @@ class StageKind:
         """The prepare step, importing it if it was given by path; None if the kind has none."""
         f = self.prepare
         return resolve_import(f) if isinstance(f, str) else f
+
+    def named_embedder(self, config: BaseModel) -> str | None:
+        """The embedding adapter ``config`` names in the kind's `embedder_field`, or None if it names none."""
+        if self.embedder_field is None:
+            return None
+        value = getattr(config, self.embedder_field, None)
+        return value if isinstance(value, str) else None
+
+    def sync_mode(self, config: BaseModel) -> Literal["mirror", "append"] | None:
+        """How ``config``'s store mirrors its sources (its `sync_field`), or None if the kind keeps none in sync."""
+        if self.sync_field is None:
+            return None
+        value = getattr(config, self.sync_field, None)
+        return value if value in ("mirror", "append") else None
 
     @property
     def embeds(self) -> bool:
@@ -260,6 +299,7 @@ def _builtins() -> Registry:
             external=True,
             embedder=True,
             origins=True,
+            sync_field="sync",
             prepare=f"{s}.vectors:prepare_upsert",
             default_batch=256,
             description="Upsert embedded chunks into a vector store.",
@@ -271,6 +311,7 @@ def _builtins() -> Registry:
             needs=VectorStorePort,
             external=True,
             embedder=True,
+            embedder_field="embedder",
             description="Emit the nearest chunks for each item's text.",
         ),
         StageKind(

@@ -216,9 +216,10 @@ class _Checker:
         fn = getattr(config, "fn", None)
         if kind.name in ("map", "filter") and isinstance(fn, str):
             self.callable((*where, "fn"), fn)
-        embedder = getattr(config, "embedder", None)
-        if isinstance(embedder, str):
-            self.port_reference((*where, "embedder"), embedder, adapters, EmbedPort, f"stage kind {kind.name!r}")
+        embedder = kind.named_embedder(config)
+        if embedder is not None and kind.embedder_field is not None:
+            key = kind.config.model_fields[kind.embedder_field].alias or kind.embedder_field
+            self.port_reference((*where, key), embedder, adapters, EmbedPort, f"stage kind {kind.name!r}")
 
     def callable(self, path: Path, target: str) -> None:
         try:
