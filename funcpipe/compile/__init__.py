@@ -18,13 +18,7 @@ from dataclasses import replace
 
 from funcpipe.compile._graph import CompiledAdapter, CompiledPipeline, CompiledQuery, CompiledStage, StoreSync
 from funcpipe.compile._labels import NodeLabel, node_label, policy_summary
-from funcpipe.compile._resume import (
-    ADAPTER_RESUME_IGNORES,
-    adapter_identity,
-    database_identity,
-    resume_key,
-    stage_identity,
-)
+from funcpipe.compile._resume import resume_key
 from funcpipe.compile._secrets import SecretSources, secret_sources
 from funcpipe.errors import SpecError
 from funcpipe.policy.models import NO_POLICY
@@ -131,8 +125,10 @@ def _query(loaded: LoadedSpec, graph: CompiledPipeline) -> CompiledQuery | None:
     )
 
 
+# What the runner, the renderer, the root API and tools use. How resume keys
+# are made (`funcpipe.compile._resume`) is the compiler's own business: a
+# compiled pipeline carries the keys themselves (`CompiledPipeline.resume_keys`).
 __all__ = [
-    "ADAPTER_RESUME_IGNORES",
     "CompiledAdapter",
     "CompiledPipeline",
     "CompiledQuery",
@@ -140,12 +136,8 @@ __all__ = [
     "NodeLabel",
     "SecretSources",
     "StoreSync",
-    "adapter_identity",
     "compile_pipeline",
-    "database_identity",
     "node_label",
     "policy_summary",
-    "resume_key",
     "secret_sources",
-    "stage_identity",
 ]
