@@ -20,6 +20,7 @@ from funcpipe.ports import EmbedPort, GeneratePort, VectorStorePort
 from funcpipe.registry import (
     PORT_NAMES,
     AdapterKind,
+    KindLookupError,
     Registry,
     StageKind,
     did_you_mean,
@@ -57,6 +58,11 @@ class Checked:
 
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _hint(exc: LookupError, default: str) -> str:
+    # A lookup that a plugin problem explains knows better than the list of names.
+    return exc.hint if isinstance(exc, KindLookupError) and exc.hint else default
 
 
 def _port(port: type) -> str:
@@ -116,7 +122,7 @@ class _Checker:
         try:
             ak = self.registry.adapter(kind)
         except LookupError as exc:
-            self.error((*path, "kind"), str(exc), f"adapter kinds: {known}")
+            self.error((*path, "kind"), str(exc), _hint(exc, f"adapter kinds: {known}"))
             return
         self.out.adapter_kinds[name] = ak
         try:
@@ -174,9 +180,12 @@ class _Checker:
             self.error(
                 where,
                 str(exc),
-                "built-in kinds: "
-                + ", ".join(sorted(self.registry.stages))
-                + "; or name a callable as package.module:function",
+                _hint(
+                    exc,
+                    "built-in kinds: "
+                    + ", ".join(sorted(self.registry.stages))
+                    + "; or name a callable as package.module:function",
+                ),
             )
         except ImportError as exc:
             self.error(
