@@ -59,6 +59,9 @@ class StageKind:
             may name its embedder (an adapter providing embedding, checked
             as a reference when validated); None if a spec cannot. Needs
             ``embedder=True``.
+        callable_field: the field of its ``with:`` block that names a Python
+            callable by import path (``map``'s ``fn``), checked importable
+            when validated; None if it names none.
         sync_field: the field of its ``with:`` block that says how its store
             mirrors its sources, ``mirror`` or ``append`` (see
             ``docs/runner.md``); None if it keeps no store in sync. Needs
@@ -84,12 +87,18 @@ class StageKind:
     default_batch: int | None = None
     embedder_field: str | None = None
     sync_field: str | None = None
+    callable_field: str | None = None
 
     def __post_init__(self) -> None:
         # A kind is declared once, at import: a declaration that cannot hold is
         # an error of the module declaring it, not of every spec that uses it.
         fields = self.config.model_fields
-        for attr, name in (("embedder_field", self.embedder_field), ("sync_field", self.sync_field)):
+        declared = (
+            ("embedder_field", self.embedder_field),
+            ("sync_field", self.sync_field),
+            ("callable_field", self.callable_field),
+        )
+        for attr, name in declared:
             if name is not None and name not in fields:
                 raise ValueError(
                     f"stage kind {self.name!r}: {attr}={name!r} is not a field of {self.config.__name__} "
@@ -115,6 +124,13 @@ class StageKind:
         if self.embedder_field is None:
             return None
         value = getattr(config, self.embedder_field, None)
+        return value if isinstance(value, str) else None
+
+    def named_callable(self, config: BaseModel) -> str | None:
+        """The import path ``config`` names in the kind's `callable_field`, or None if it names none."""
+        if self.callable_field is None:
+            return None
+        value = getattr(config, self.callable_field, None)
         return value if isinstance(value, str) else None
 
     def sync_mode(self, config: BaseModel) -> Literal["mirror", "append"] | None:
@@ -382,12 +398,14 @@ def builtin_registry() -> Registry:
             "map",
             sc.CallableConfig,
             f"{s}.user:map_stage",
+            callable_field="fn",
             description="Transform each item with a Python callable.",
         ),
         StageKind(
             "filter",
             sc.CallableConfig,
             f"{s}.user:filter_stage",
+            callable_field="fn",
             description="Keep the items for which a Python callable is true.",
         ),
         StageKind(

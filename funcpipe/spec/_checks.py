@@ -65,6 +65,11 @@ def _hint(exc: LookupError, default: str) -> str:
     return exc.hint if isinstance(exc, KindLookupError) and exc.hint else default
 
 
+def _key(model: type[BaseModel], field_name: str) -> str:
+    # The key a spec writes for a declared field (its alias, if it has one).
+    return model.model_fields[field_name].alias or field_name
+
+
 def _port(port: type) -> str:
     return PORT_NAMES.get(port, port.__name__)
 
@@ -222,12 +227,12 @@ class _Checker:
             return
         if sid is not None:
             self.out.stage_configs[sid] = config
-        fn = getattr(config, "fn", None)
-        if kind.name in ("map", "filter") and isinstance(fn, str):
-            self.callable((*where, "fn"), fn)
+        fn = kind.named_callable(config)
+        if fn is not None and kind.callable_field is not None:
+            self.callable((*where, _key(kind.config, kind.callable_field)), fn)
         embedder = kind.named_embedder(config)
         if embedder is not None and kind.embedder_field is not None:
-            key = kind.config.model_fields[kind.embedder_field].alias or kind.embedder_field
+            key = _key(kind.config, kind.embedder_field)
             self.port_reference((*where, key), embedder, adapters, EmbedPort, f"stage kind {kind.name!r}")
 
     def callable(self, path: Path, target: str) -> None:

@@ -47,3 +47,14 @@ KEPT = StageKind(
     sync_field="keep",
 )
 """Declares ``keep`` as its sync field."""
+
+
+class CallerConfig(StageConfig):
+    """A stage whose callable is named by a field called ``call``."""
+
+    call: str = Field(..., description="The callable, module:function.")
+    fn: str = Field("", description="Not the callable: shares map's field name only.")
+
+
+CALLER = StageKind("test.caller", CallerConfig, "tests.compile.declared_kinds:never_built", callable_field="call")
+"""Declares ``call`` as its callable field."""

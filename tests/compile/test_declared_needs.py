@@ -68,10 +68,38 @@ def test_an_undeclared_field_called_embedder_is_not_a_reference(tmp_path: Path) 
 
 
 def test_the_built_in_kinds_declare_their_fields() -> None:
-    declared = {
-        n: (k.embedder_field, k.sync_field) for n, k in REGISTRY.stages.items() if k.embedder_field or k.sync_field
+    kinds = REGISTRY.stages.items()
+    fields = {n: (k.embedder_field, k.sync_field, k.callable_field) for n, k in kinds}
+    assert {n: f for n, f in fields.items() if any(f)} == {
+        "vector.query": ("embedder", None, None),
+        "vector.upsert": (None, "sync", None),
+        "map": (None, None, "fn"),
+        "filter": (None, None, "fn"),
     }
-    assert declared == {"vector.query": ("embedder", None), "vector.upsert": (None, "sync")}
+
+
+CALLER = """
+version: 1
+name: caller
+stages:
+  - {id: load, use: source.jsonl, with: {path: q.jsonl, allow_empty: true}}
+  - {id: call, use: "tests.compile.declared_kinds:CALLER", with: {call: "TARGET", fn: "OTHER"}}
+"""
+
+
+def test_the_declared_callable_field_is_checked_importable(tmp_path: Path) -> None:
+    text = CALLER.replace("TARGET", "tests.compile.declared_kinds:nope").replace("OTHER", "not.imported:either")
+    with pytest.raises(SpecErrors) as info:
+        load_spec_text(text, base_dir=tmp_path)
+    (error,) = info.value.errors  # `fn` is not the declared field: it is not imported
+    assert error.path == "stages[1].with.call"
+    assert "has no attribute 'nope'" in error.message
+
+
+def test_a_declared_callable_that_imports_passes(tmp_path: Path) -> None:
+    text = CALLER.replace("TARGET", "tests.compile.declared_kinds:RoutedConfig").replace("OTHER", "x")
+    config = load_spec_text(text, base_dir=tmp_path).stage_configs["call"]
+    assert config.call == "tests.compile.declared_kinds:RoutedConfig"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -81,6 +109,7 @@ def test_the_built_in_kinds_declare_their_fields() -> None:
         ({"embedder_field": "via"}, "embedder_field needs embedder=True"),
         ({"needs": VectorStorePort, "sync_field": "nope"}, "sync_field='nope' is not a field of RoutedConfig"),
         ({"sync_field": "via"}, "sync_field needs needs=VectorStorePort"),
+        ({"callable_field": "nope"}, "callable_field='nope' is not a field of RoutedConfig"),
     ],
 )
 def test_a_declaration_that_cannot_hold_fails_where_the_kind_is_declared(
