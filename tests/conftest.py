@@ -8,7 +8,12 @@ or when it lives in a directory whose tests all do. Marking by what a test
 does, not by a list of names, keeps new tests in the right tier; a test can
 still be marked ``@pytest.mark.slow`` by hand (long Hypothesis runs, say).
 
-This file only marks: it adds no fixture and changes no behaviour.
+The fast tier also runs Hypothesis under the lighter ``fast`` profile
+(``--hypothesis-profile=fast``): property tests that do not set their own
+``max_examples`` try 25 examples instead of 100. CI runs the default profile.
+
+This file only marks tests and registers that profile: it adds no fixture
+and changes no behaviour of a run that does not select it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("fast", max_examples=25)
 
 _TESTS = Path(__file__).resolve().parent
 

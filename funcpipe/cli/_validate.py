@@ -228,11 +228,23 @@ def schema(output: Path | None, reference: bool, test_file: bool) -> None:
 
     It covers the built-in kinds and those of installed plugins. With
     --reference, print the same kinds as a Markdown reference: every field
-    with its type, default, bounds and description.
+    with its type, default, bounds and description. A plugin that cannot be
+    used (it fails to import, names something that is not a kind, or would
+    replace a built-in) is an error, exit code 1: the schema would not
+    describe what `funcpipe validate` accepts.
     """
     from funcpipe.registry import REGISTRY
 
     REGISTRY.load_entry_points()
+    if REGISTRY.plugin_problems:
+        for problem in REGISTRY.plugin_problems:
+            click.echo(f"error: {problem.describe()}\n    hint: {problem.hint}", err=True)
+        count = len(REGISTRY.plugin_problems)
+        click.echo(
+            f"{count} plugin entry point{'s' if count != 1 else ''} cannot be used: no schema written",
+            err=True,
+        )
+        sys.exit(1)
     if test_file:
         from funcpipe.pipetest.schema import pipeline_test_schema_json
 

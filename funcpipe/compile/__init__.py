@@ -20,13 +20,7 @@ from funcpipe.adapters.config import AdapterConfig
 from funcpipe.adapters.pricing import known_price
 from funcpipe.compile._graph import CompiledAdapter, CompiledPipeline, CompiledQuery, CompiledStage, StoreSync
 from funcpipe.compile._labels import NodeLabel, budget_summary, node_label, policy_summary
-from funcpipe.compile._resume import (
-    ADAPTER_RESUME_IGNORES,
-    adapter_identity,
-    database_identity,
-    resume_key,
-    stage_identity,
-)
+from funcpipe.compile._resume import resume_key
 from funcpipe.compile._secrets import SecretSources, secret_sources
 from funcpipe.errors import SpecError
 from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN
@@ -75,9 +69,7 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
     syncs = tuple(
         StoreSync(st.id, st.adapter, mode, graph.upstream_sources(st.id))
         for st in stages
-        if st.adapter is not None
-        and st.kind.needs is VectorStorePort
-        and (mode := getattr(st.config, "sync", None)) in ("mirror", "append")
+        if st.adapter is not None and (mode := st.kind.sync_mode(st.config)) is not None
     )
     dead_letter = spec.on_error.dead_letter
     return CompiledPipeline(
@@ -118,8 +110,8 @@ def _adapter(name: str, kind: AdapterKind, config: AdapterConfig) -> CompiledAda
 
 def _resolve_stage(graph: CompiledPipeline, st: CompiledStage, origins: dict[str, str]) -> CompiledStage:
     """``st`` with the services its kind declared resolved: its embedder and default origin."""
-    embedder = getattr(st.config, "embedder", None)
-    if not isinstance(embedder, str):
+    embedder = st.kind.named_embedder(st.config)
+    if embedder is None:
         feeding = graph.nearest_upstream(st.id, lambda s: s.kind.embeds and s.adapter is not None)
         embedder = feeding.adapter if feeding is not None else None
     sources = graph.upstream_sources(st.id)
@@ -149,8 +141,10 @@ def _query(loaded: LoadedSpec, graph: CompiledPipeline) -> CompiledQuery | None:
     )
 
 
+# What the runner, the renderer, the root API and tools use. How resume keys
+# are made (`funcpipe.compile._resume`) is the compiler's own business: a
+# compiled pipeline carries the keys themselves (`CompiledPipeline.resume_keys`).
 __all__ = [
-    "ADAPTER_RESUME_IGNORES",
     "CompiledAdapter",
     "CompiledPipeline",
     "CompiledQuery",
@@ -158,13 +152,9 @@ __all__ = [
     "NodeLabel",
     "SecretSources",
     "StoreSync",
-    "adapter_identity",
     "budget_summary",
     "compile_pipeline",
-    "database_identity",
     "node_label",
     "policy_summary",
-    "resume_key",
     "secret_sources",
-    "stage_identity",
 ]

@@ -2,13 +2,15 @@
 
 In order: the run's outputs can be written (`check_outputs`), the adapters'
 credentials are set (`missing_credentials`), the sources have something to
-read (`check_source_stages`), and every stage kind's ``prepare`` step
-succeeds (`prepare_stages`: a store's table matches its embedder).
+read (`check_source_stages`), every stage kind's factory and ``prepare``
+step can be imported (`load_factories`: a plugin's may name a module that
+is not installed), and every ``prepare`` step succeeds (`prepare_stages`: a
+store's table matches its embedder).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,41 @@ def check_source_stages(pipeline: CompiledPipeline) -> None:
     check_sources(pipeline.text, str(pipeline.path), pipeline.base_dir, stages)
 
 
+def load_factories(pipeline: CompiledPipeline) -> dict[str, Callable[..., Any]]:
+    """Each stage's factory, by stage id, with its kind's ``prepare`` step imported too, before any work.
+
+    A kind names both by import path, imported on first use so that
+    validating imports no client; a path that cannot be imported is found
+    here, not when the first item reaches the stage.
+
+    Raises:
+        RunError: naming every stage whose kind's factory or prepare step
+            cannot be imported, the path and the exception's one line.
+    """
+    factories: dict[str, Callable[..., Any]] = {}
+    problems: list[str] = []
+    for st in pipeline.stages:
+        for what, path, load in (
+            ("factory", st.kind.factory, st.kind.load_factory),
+            ("prepare step", st.kind.prepare, st.kind.load_prepare),
+        ):
+            try:
+                loaded = load()
+            except Exception as exc:  # the import runs the kind's own module
+                shown = f" {path!r}" if isinstance(path, str) else ""
+                first = (str(exc).strip().splitlines() or [""])[0]
+                problems.append(
+                    f"stage {st.id}: the {what}{shown} of stage kind {st.kind.name!r} cannot be imported: "
+                    f"{type(exc).__name__}: {first}"
+                )
+                continue
+            if what == "factory" and loaded is not None:
+                factories[st.id] = loaded
+    if problems:
+        raise RunError("; ".join(problems) + " (nothing was run)")
+    return factories
+
+
 async def prepare_stages(
     pipeline: CompiledPipeline, contexts: dict[str, StageContext], *, clock: Clock, events: EventSink
 ) -> None:
@@ -123,4 +160,4 @@ async def prepare_stages(
         ctx.prepared = True
 
 
-__all__ = ["check_outputs", "check_source_stages", "missing_credentials", "prepare_stages"]
+__all__ = ["check_outputs", "check_source_stages", "load_factories", "missing_credentials", "prepare_stages"]

@@ -39,7 +39,13 @@ from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.estimate import budget_refusal
 from funcpipe.run.events import EventHub
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
-from funcpipe.run.preflight import check_outputs, check_source_stages, missing_credentials, prepare_stages
+from funcpipe.run.preflight import (
+    check_outputs,
+    check_source_stages,
+    load_factories,
+    missing_credentials,
+    prepare_stages,
+)
 from funcpipe.run.redact import Redactor
 from funcpipe.run.report import RunReport
 from funcpipe.run.reporting import build_report, write_report
@@ -271,12 +277,16 @@ class Runner:
             raise _NotStarted(missing)
         adapters = LazyAdapters(self.pipeline, resources, made=self.options.adapters)
         check_source_stages(self.pipeline)
+        try:
+            factories = load_factories(self.pipeline)
+        except RunError as exc:
+            raise _NotStarted(str(exc)) from None
         self._adapters = adapters
         contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
         await prepare_stages(self.pipeline, contexts, clock=self.options.clock, events=self.events)
 
         def build(st: CompiledStage, upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-            transform = st.kind.load_factory()(st.config, contexts[st.id])
+            transform = factories[st.id](st.config, contexts[st.id])
             return self._instrument(st, transform(self._count_inputs(st.id, upstream)))
 
         async with asyncio.TaskGroup() as tg:

@@ -9,21 +9,20 @@ default does not require the variables only a run's environment has.
 
 from __future__ import annotations
 
-from funcpipe.spec._format import ErrorFormat, format_error, format_errors
+from funcpipe.spec._format import ErrorFormat, format_errors
 from funcpipe.spec._load import SpecCheck, check_spec, load_spec, load_spec_text
 from funcpipe.spec.loaded import LoadedSpec
-from funcpipe.spec.models import OnError, PipelineSpec, QuerySpec, StageSpec
+from funcpipe.spec.models import PipelineSpec
 
+# What the layers above (compile, the CLI, the root API) and tools use. The
+# document's parts (`StageSpec`, `QuerySpec`...) are in `funcpipe.spec.models`;
+# the schema and the reference in `funcpipe.spec.schema` and `.reference`.
 __all__ = [
     "ErrorFormat",
     "LoadedSpec",
-    "OnError",
     "PipelineSpec",
-    "QuerySpec",
     "SpecCheck",
-    "StageSpec",
     "check_spec",
-    "format_error",
     "format_errors",
     "load_spec",
     "load_spec_text",

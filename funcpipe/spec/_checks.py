@@ -20,6 +20,7 @@ from funcpipe.ports import EmbedPort, GeneratePort, VectorStorePort
 from funcpipe.registry import (
     PORT_NAMES,
     AdapterKind,
+    KindLookupError,
     Registry,
     StageKind,
     did_you_mean,
@@ -57,6 +58,16 @@ class Checked:
 
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _hint(exc: LookupError, default: str) -> str:
+    # A lookup that a plugin problem explains knows better than the list of names.
+    return exc.hint if isinstance(exc, KindLookupError) and exc.hint else default
+
+
+def _key(model: type[BaseModel], field_name: str) -> str:
+    # The key a spec writes for a declared field (its alias, if it has one).
+    return model.model_fields[field_name].alias or field_name
 
 
 def _port(port: type) -> str:
@@ -116,7 +127,7 @@ class _Checker:
         try:
             ak = self.registry.adapter(kind)
         except LookupError as exc:
-            self.error((*path, "kind"), str(exc), f"adapter kinds: {known}")
+            self.error((*path, "kind"), str(exc), _hint(exc, f"adapter kinds: {known}"))
             return
         self.out.adapter_kinds[name] = ak
         try:
@@ -174,9 +185,12 @@ class _Checker:
             self.error(
                 where,
                 str(exc),
-                "built-in kinds: "
-                + ", ".join(sorted(self.registry.stages))
-                + "; or name a callable as package.module:function",
+                _hint(
+                    exc,
+                    "built-in kinds: "
+                    + ", ".join(sorted(self.registry.stages))
+                    + "; or name a callable as package.module:function",
+                ),
             )
         except ImportError as exc:
             self.error(
@@ -213,12 +227,13 @@ class _Checker:
             return
         if sid is not None:
             self.out.stage_configs[sid] = config
-        fn = getattr(config, "fn", None)
-        if kind.name in ("map", "filter") and isinstance(fn, str):
-            self.callable((*where, "fn"), fn)
-        embedder = getattr(config, "embedder", None)
-        if isinstance(embedder, str):
-            self.port_reference((*where, "embedder"), embedder, adapters, EmbedPort, f"stage kind {kind.name!r}")
+        fn = kind.named_callable(config)
+        if fn is not None and kind.callable_field is not None:
+            self.callable((*where, _key(kind.config, kind.callable_field)), fn)
+        embedder = kind.named_embedder(config)
+        if embedder is not None and kind.embedder_field is not None:
+            key = _key(kind.config, kind.embedder_field)
+            self.port_reference((*where, key), embedder, adapters, EmbedPort, f"stage kind {kind.name!r}")
 
     def callable(self, path: Path, target: str) -> None:
         try:

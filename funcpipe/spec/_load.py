@@ -333,7 +333,6 @@ def _load_text(
             fingerprint=stable_id(spec.model_dump(mode="json", by_alias=True)),
             query_policy=resolve_policy(spec.query.policy, named, NO_POLICY) if spec.query else NO_POLICY,
             text=text,
-            variables={"params": spec.params},
         ),
         [],
         doc,

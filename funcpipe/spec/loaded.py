@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from funcpipe.adapters.config import AdapterConfig
@@ -45,7 +45,6 @@ class LoadedSpec:
     fingerprint: str
     query_policy: Policy = NO_POLICY
     text: str = ""
-    variables: dict[str, object] = field(default_factory=dict)
 
     def policy_of(self, stage_id: str) -> Policy:
         """The resolved policy of a stage."""

@@ -21,6 +21,7 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from funcpipe.policy.models import format_duration
 from funcpipe.registry import PORT_NAMES, REGISTRY, AdapterKind, Registry, StageKind
+from funcpipe.spec.schema import model_schema
 
 _DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h)$"
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
@@ -109,10 +110,12 @@ def _count(n: object, what: str) -> str:
 def _bounds(node: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for branch in _branches(node):
-        lo = branch.get("minimum", branch.get("ge"))
-        hi = branch.get("maximum", branch.get("le"))
+        lo = branch.get("minimum")
+        hi = branch.get("maximum")
         if branch.get("exclusiveMinimum") is not None:
             out.append(f"> {branch['exclusiveMinimum']}")
+        if branch.get("exclusiveMaximum") is not None:
+            out.append(f"< {branch['exclusiveMaximum']}")
         if lo is not None and hi is not None:
             out.append(f"{lo} to {hi}")
         elif lo is not None:
@@ -160,7 +163,7 @@ def _default(model: type[BaseModel], name: str, node: dict[str, Any]) -> str:
 
 
 def _fields(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
-    schema = model.model_json_schema(by_alias=True)
+    schema = model_schema(model)
     defs: dict[str, Any] = schema.get("$defs", {})
     props: dict[str, Any] = schema.get("properties", {})
     ignored: frozenset[str] = getattr(model, "resume_ignores", frozenset())

@@ -10,7 +10,10 @@ sharpened where a plain model schema is too loose for an editor:
   and ``timeout:`` also a bare duration;
 - wherever the loader accepts a ``${VAR}`` or ``{{ params.x }}`` string that
   becomes a number, boolean or constrained value once rendered, so does the
-  schema.
+  schema;
+- numeric bounds are JSON Schema's keywords (``minimum``, ``exclusiveMaximum``...)
+  everywhere, including on optional and validated numbers, where Pydantic
+  writes its own constraint names (see `SpecJsonSchema`).
 
 `schemas/funcpipe.schema.json` is this schema for the built-in kinds; a test
 fails when it is stale.
@@ -20,6 +23,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from funcpipe.policy.models import format_duration
 from funcpipe.registry import PORT_NAMES, REGISTRY, Registry
@@ -71,6 +78,48 @@ EXAMPLE: dict[str, Any] = {
     "on_error": {"mode": "continue"},
 }
 """A complete, valid spec: the schema's example (and a test fixture)."""
+
+
+_NUMERIC_KEYWORDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusiveMinimum",
+    "lt": "exclusiveMaximum",
+    "multiple_of": "multipleOf",
+}
+"""Pydantic's constraint names and the JSON Schema keywords that mean the same."""
+
+
+class SpecJsonSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema generator, with numeric bounds as JSON Schema keywords.
+
+    Pydantic writes a bound it cannot set on the number's own schema (a
+    number behind a validator, which is how ``Int`` and ``Float`` refuse
+    booleans, as in ``dimensions: Int | None``) under its constraint name,
+    ``ge``/``le``/``gt``/``lt``, which no JSON Schema validator or editor
+    knows, so the bound is silently lost. This generator renames them.
+    """
+
+    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        """The schema of ``schema``, with every numeric bound under its JSON Schema keyword."""
+        renamed: JsonSchemaValue = _walk(super().generate(schema, mode), _numeric_keywords)
+        return renamed
+
+
+def _numeric_keywords(node: dict[str, Any]) -> dict[str, Any]:
+    # Only a number's own schema: a `properties` mapping may have a field named `ge`.
+    if node.get("type") not in ("integer", "number"):
+        return node
+    return {_NUMERIC_KEYWORDS.get(k, k): v for k, v in node.items()}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of one config model, as the spec's schema embeds it.
+
+    Definitions are referenced as ``#/$defs/<model>``, and numeric bounds are
+    JSON Schema keywords (`SpecJsonSchema`).
+    """
+    return model.model_json_schema(by_alias=True, ref_template=_DEFS + "{model}", schema_generator=SpecJsonSchema)
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -165,7 +214,7 @@ def _adapters(registry: Registry, defs: dict[str, Any]) -> dict[str, Any]:
     branches: list[dict[str, Any]] = []
     mapping: dict[str, str] = {}
     for name, kind in sorted(registry.adapters.items()):
-        schema = kind.config.model_json_schema(by_alias=True, ref_template=_DEFS + "{model}")
+        schema = model_schema(kind.config)
         _merge_defs(defs, schema.pop("$defs", {}), f"adapter kind {name!r}")
         schema["required"] = ["kind", *[r for r in schema.get("required", []) if r != "kind"]]
         provides = ", ".join(PORT_NAMES.get(p, p.__name__) for p in kind.provides)
@@ -216,7 +265,7 @@ def _stage(registry: Registry, defs: dict[str, Any]) -> None:
     }
     rules: list[dict[str, Any]] = []
     for name, kind in kinds:
-        schema = kind.config.model_json_schema(by_alias=True, ref_template=_DEFS + "{model}")
+        schema = model_schema(kind.config)
         _merge_defs(defs, schema.pop("$defs", {}), f"stage kind {name!r}")
         key = f"stage.{name}"
         defs[key] = schema
@@ -236,7 +285,7 @@ def _stage(registry: Registry, defs: dict[str, Any]) -> None:
 
 def build_schema(registry: Registry = REGISTRY) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a spec whose kinds are those of ``registry``."""
-    base = PipelineSpec.model_json_schema(by_alias=True, ref_template=_DEFS + "{model}")
+    base = model_schema(PipelineSpec)
     defs: dict[str, Any] = base.pop("$defs")
     base["properties"]["adapters"] = _adapters(registry, defs)
     _stage(registry, defs)
@@ -264,4 +313,4 @@ def schema_json(registry: Registry = REGISTRY) -> str:
     return json.dumps(build_schema(registry), indent=2, ensure_ascii=False) + "\n"
 
 
-__all__ = ["EXAMPLE", "SCHEMA_ID", "build_schema", "schema_json"]
+__all__ = ["EXAMPLE", "SCHEMA_ID", "SpecJsonSchema", "build_schema", "model_schema", "schema_json"]

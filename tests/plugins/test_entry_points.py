@@ -1,25 +1,18 @@
 """Plugins: the example package under ``example_plugin/``, installed for real, used by specs.
 
-The package is built and installed with pip (no network, no build isolation:
-the setuptools of this environment) into a temporary directory, which the
-``funcpipe`` subprocesses get on ``PYTHONPATH``; this environment stays as it
-is. Its entry points are then found by `importlib.metadata` as any installed
-plugin's would be.
+See tests/plugins/_support.py for how it is installed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-PLUGIN = HERE / "example_plugin"
+from tests.plugins._support import funcpipe, install
 
 pytestmark = pytest.mark.slow
 
@@ -38,46 +31,11 @@ stages:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    # setuptools builds in the source tree: build a copy, keep this tree clean.
-    source = tmp_path_factory.mktemp("source") / "example_plugin"
-    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=source,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return target
+    return install("example_plugin", tmp_path_factory)
 
 
 def _funcpipe(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path}
-    return subprocess.run(
-        [sys.executable, "-m", "funcpipe", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
+    return funcpipe([site], *args, cwd=cwd)
 
 
 @pytest.fixture

@@ -81,8 +81,9 @@ def test_a_file_spec_knows_its_path_directory_and_text(tmp_path: Path) -> None:
     assert (loaded.path, loaded.base_dir, loaded.text) == (spec, tmp_path.resolve(), MINIMAL)
 
 
-def test_params_are_offered_as_variables() -> None:
-    assert load(RAG).variables == {"params": {"corpus": "docs"}}
+def test_params_are_kept_on_the_spec() -> None:
+    # The query's prompt reads them from the compiled query; nothing else carries a copy.
+    assert load(RAG).spec.params == {"corpus": "docs"}
 
 
 def test_variables_come_from_the_given_environment() -> None:

@@ -119,6 +119,55 @@ def test_every_field_has_a_description() -> None:
     assert missing == []
 
 
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+"""Keywords whose value maps names (chosen by the spec, not JSON Schema) to schemas."""
+
+_PYDANTIC_BOUNDS = {"ge", "le", "gt", "lt", "multiple_of"}
+
+
+def _schema_keywords(node: Any, where: str = "#") -> list[tuple[str, str]]:
+    """Every (location, keyword) of every schema under ``node``; names inside name maps are skipped."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _schema_keywords(value, f"{where}/{i}")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            found.append((where, key))
+            if key in ("examples", "default", "const", "enum"):
+                continue  # data, not schemas
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                for name, sub in value.items():
+                    found += _schema_keywords(sub, f"{where}/{key}/{name}")
+            else:
+                found += _schema_keywords(value, f"{where}/{key}")
+    return found
+
+
+def test_no_bound_is_written_under_a_pydantic_constraint_name() -> None:
+    # JSON Schema does not know `ge`/`le`: an editor would silently accept any value.
+    assert [(at, key) for at, key in _schema_keywords(SCHEMA) if key in _PYDANTIC_BOUNDS] == []
+
+
+def test_optional_and_validated_numbers_keep_their_bounds() -> None:
+    # `dimensions: Int | None`, `concurrency: Int | None` and the `Float` weights are
+    # numbers behind a validator: the shapes whose bounds were lost.
+    assert _errors(_example(adapters__embedder={"kind": "openai", "model": "m", "dimensions": 0}))
+    assert _errors(_example(adapters__embedder={"kind": "openai", "model": "m", "dimensions": 65_537}))
+    assert _errors(_example(adapters__embedder={"kind": "openai", "model": "m", "dimensions": 256})) == []
+    assert _errors(_example(policies__embed_api__concurrency=0))
+    assert _errors(_example(policies__embed_api__concurrency=None)) == []
+    assert _errors(_example(policies__embed_api={"fairness": {"key": "meta.t", "weights": {"a": 0}}}))
+    assert _errors(_example(policies__embed_api={"fairness": {"key": "meta.t", "weights": {"a": 0.5}}})) == []
+
+
+def test_the_keyword_walk_sees_bounds_wherever_they_are() -> None:
+    # The walk the test above relies on finds a stray bound in a nested branch, and
+    # does not mistake a field named `ge` for one.
+    doc = {"$defs": {"M": {"properties": {"ge": {"anyOf": [{"type": "integer", "le": 3}]}}}}}
+    assert [key for _, key in _schema_keywords(doc) if key in _PYDANTIC_BOUNDS] == ["le"]
+
+
 REPO = Path(__file__).parents[2]
 PUBLISHED = sorted(
     p

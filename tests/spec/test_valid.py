@@ -13,6 +13,7 @@ from funcpipe.registry import REGISTRY
 from funcpipe.spec import load_spec
 from funcpipe.spec._yaml import parse_yaml
 from funcpipe.spec.models import PipelineSpec
+from funcpipe.stages.imports import importable
 from tests.spec._support import VALID
 
 
@@ -62,7 +63,10 @@ def _coverage() -> set[tuple[str, str]]:
             _used(kind.config, body, seen)
             seen.add((f"adapter {kind.name}", name))
         for stage in data["stages"]:
-            kind = REGISTRY.stage(stage["use"])
+            # A `use:` naming a callable beside the spec imports it: as a load would, make
+            # the spec's directory importable (not relying on an earlier test having done so).
+            with importable(path.parent):
+                kind = REGISTRY.stage(stage["use"])
             for key in stage.get("with", {}):
                 seen.add((f"stage {kind.name}", key))
     return seen

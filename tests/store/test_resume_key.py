@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from funcpipe.compile import compile_pipeline, database_identity
+from funcpipe.compile import compile_pipeline
+from funcpipe.compile._resume import database_identity
 from funcpipe.spec import load_spec_text
 from tests.fakes import OpenAIServer
 from tests.pg import unique_name

@@ -1,0 +1,1 @@
+"""A funcpipe plugin whose entry points cannot be used, each for its own reason."""
