@@ -6,22 +6,57 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventKind = Literal["attempt", "wait", "success", "failure", "breaker", "limited", "filtered", "batch", "split"]
+EventKind = Literal[
+    "attempt",
+    "wait",
+    "success",
+    "failure",
+    "breaker",
+    "limited",
+    "filtered",
+    "batch",
+    "split",
+    "call_start",
+    "call_end",
+    "dead_letter",
+    "run_start",
+    "run_end",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing a policy interpreter or stage did.
+    """One thing a policy interpreter, a stage or the runner did.
+
+    Kinds, by who emits them:
+
+    - one policy-wrapped call (`funcpipe.policy.apply.PolicyRuntime`):
+      ``call_start`` (``data.items``: the items it carries), then per
+      attempt ``limited`` (a wait at the rate limiter), ``attempt``
+      (``data.breaker``: the breaker's state, if the policy has one),
+      ``success`` or ``failure`` (``data.message``, and ``data.status`` /
+      ``data.retry_after`` when the service gave them), ``wait`` (a back-off
+      before the next attempt), and last ``call_end`` (``attempt``: the
+      attempts made; ``code``: None on success; ``duration``: the whole
+      call). All of them carry the same ``call`` number;
+    - ``breaker`` (a state change), ``batch`` (a batch left), ``split`` (a
+      failed batch split in halves), ``filtered`` (an item dropped on purpose);
+    - the runner: ``run_start`` (``data``: ``run_id``, ``pipeline``,
+      ``stages``), ``dead_letter`` (an item failed for good: ``code``,
+      ``data.message``, ``data.status``), and ``run_end`` (``code``: the
+      status, ``duration``: the run's, ``data``: ``exit_code``, ``message``
+      and the ``accounting``).
 
     Attributes:
-        kind: attempt | wait | success | failure | breaker | limited | filtered | batch | split.
-        stage: the stage id ("" outside a pipeline).
+        kind: what happened (see above).
+        stage: the stage id ("" outside a pipeline, and for run events).
         item_id: the item (or first item of a batch) concerned, if any.
         attempt: the attempt number, 1-based, where relevant.
         duration: seconds: a call's latency (success/failure) or a wait's length (wait/limited).
         code: the error code (failure) or the new state (breaker).
         at: the clock's time when the event happened.
         data: anything else (e.g. ``{"items": 64}``).
+        call: the policy-wrapped call the event belongs to (0: none); unique in a process.
     """
 
     kind: EventKind
@@ -32,6 +67,7 @@ class Event:
     code: str | None = None
     at: float = 0.0
     data: dict[str, object] = field(default_factory=dict)
+    call: int = 0
 
 
 EventSink = Callable[[Event], None]

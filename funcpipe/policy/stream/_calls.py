@@ -98,6 +98,7 @@ def call_batch(
                     item_id=item_id(values[0]),
                     cost=cost(values) if cost is not None else 1,
                     key=rate_key(values[0]) if rate_key is not None else None,
+                    items=len(values),
                 )
             res = await plan()
         except Exception as exc:
