@@ -34,6 +34,8 @@ from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
 if TYPE_CHECKING:
     import contextlib
 
+    from opentelemetry.trace import TracerProvider
+
     from funcpipe.run import Runner
     from funcpipe.run.accounting import StageStats
     from funcpipe.run.estimate import StageEstimate
@@ -74,6 +76,18 @@ class RunSettings(TypedDict, total=False):
         buffer: capacity of the queues between fanned-out or merged stages (default 64).
         resources: factory ``(state_dir, clock) -> async context manager`` of
             what adapters are lent (default: HTTP client, pools, embedded PostgreSQL).
+        trace: send OpenTelemetry traces (``--trace``; the ``otel`` extra):
+            True always, False never; default: when the ``OTEL_*`` variables
+            name an exporter or an OTLP endpoint (see docs/observability.md).
+        tracer_provider: an OpenTelemetry ``TracerProvider`` to send the
+            run's spans to instead of one made from the ``OTEL_*`` variables
+            (flushed at the end, never shut down).
+        metrics_port: serve Prometheus metrics on ``/metrics`` at this port
+            while the run goes (``--metrics-port``; 0 picks a free one; the
+            ``metrics`` extra).
+        metrics_host: the address the metrics server listens on (default ``127.0.0.1``).
+        metrics_file: write the metrics here when the run ends, atomically,
+            in the format of node_exporter's textfile collector (``--metrics-file``).
     """
 
     fresh: bool
@@ -88,7 +102,15 @@ class RunSettings(TypedDict, total=False):
     clock: Clock
     buffer: int
     resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None
+    trace: bool | None
+    tracer_provider: TracerProvider | None
+    metrics_port: int | None
+    metrics_host: str
+    metrics_file: StrPath | None
 
+
+_OBSERVE = ("trace", "tracer_provider", "metrics_port", "metrics_host", "metrics_file")
+"""The settings of `funcpipe.run.observe.Observe`."""
 
 _SETTINGS = frozenset(RunSettings.__annotations__)
 
@@ -210,6 +232,7 @@ class RunSession:
     def __init__(self, pipeline: Pipeline, **options: Unpack[RunSettings]) -> None:
         _check_settings(options)
         from funcpipe.run import Runner, RunOptions
+        from funcpipe.run.observe import Observe
 
         self.pipeline = pipeline
         self._listeners: list[EventSink] = list(options.get("listeners", ()))
@@ -229,6 +252,10 @@ class RunSession:
         for key in ("report_path", "state_dir"):
             if passed.get(key) is not None:
                 given[key] = Path(passed[key])
+        observe = {k: passed[k] for k in _OBSERVE if passed.get(k) is not None}
+        if "metrics_file" in observe:
+            observe["metrics_file"] = Path(observe["metrics_file"])
+        given["observe"] = Observe(**observe)
         # The runner gets one fixed sink and one fixed notifier, both ours: what
         # is attached later is reached through them.
         self._runner: Runner = Runner(
@@ -256,6 +283,11 @@ class RunSession:
     def stages(self) -> tuple[StageInfo, ...]:
         """The pipeline's stages, in graph order."""
         return self.pipeline.stages
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, as its report, logs, traces and metrics carry it."""
+        return self._runner.run_id
 
     @property
     def report(self) -> RunReport | None:
@@ -369,7 +401,9 @@ class Pipeline:
         Args:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
                 ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
-                ``state_dir``, ``clock``, ``buffer``, ``resources`` (see `RunSettings`).
+                ``state_dir``, ``clock``, ``buffer``, ``resources``, ``trace``,
+                ``tracer_provider``, ``metrics_port``, ``metrics_host``,
+                ``metrics_file`` (see `RunSettings`).
 
         Raises:
             RunError: the run could not start, and nothing was done (an unset
