@@ -20,11 +20,13 @@ Between attempts the retry loop backs off holding nothing. A wait that would
 end at or past the deadline is never started: the last error is returned.
 Every error returned carries ``meta.attempts``, the number of attempts made.
 
-Events. A call reports ``call_start``, then its attempts' events, then
-``call_end``; every one of them carries the call's number (`Event.call`), so
-a listener can tell concurrent calls apart (a trace's spans, in-flight
-gauges). The number is held in a context variable for the duration of the
-call rather than passed down every helper.
+Events. A call reports its attempts' events, then ``call_end`` (with the
+items it carried and its whole duration); every one of them carries the
+call's number (`Event.call`), so a listener can tell concurrent calls apart
+(a trace's spans). The number is held in a context variable for the
+duration of the call rather than passed down every helper. There is no
+event for a call's start: its first event marks it, and one event fewer per
+call is a third of what reporting a call costs.
 
 Cost. Every call of a stage runs through here, so the usual case is kept
 cheap: when a slot is free and the limiter and breaker let the call start at
@@ -158,7 +160,7 @@ class PolicyRuntime:
             item_id: the item concerned, carried by events.
             cost: what one call costs the rate limiter (1, items or tokens).
             key: the rate limiter bucket (the value of ``rate_limit.key``).
-            items: how many items the call carries (a batch's size), carried by ``call_start``.
+            items: how many items the call carries (a batch's size), carried by ``call_end``.
 
         Returns:
             A plan that never raises for a failed or timed-out call: it
@@ -175,18 +177,18 @@ class PolicyRuntime:
     async def _run_reported(
         self, plan: AsyncPlan[T], item_id: str | None, cost: int, key: Hashable, items: int
     ) -> Result[T, ErrInfo]:
-        """`_run` (or `_run_once`) between a ``call_start`` and a ``call_end`` event, all numbered alike."""
+        """`_run` (or `_run_once`), then a ``call_end`` event; the call's events all numbered alike."""
         state = _CallState(next(_CALL_NUMBERS))
         token = _CALL.set(state)
         try:
-            self._emit("call_start", item_id, data={"items": items})
             started = self.clock.now()
             if self._single:
                 res = await self._run_once(plan, item_id)
             else:
                 res = await self._run(plan, item_id, cost, key)
             code = None if isinstance(res, Ok) else res.error.code
-            self._emit("call_end", item_id, state.attempts, self.clock.now() - started, code=code)
+            ended = self.clock.now()
+            self._emit("call_end", item_id, state.attempts, ended - started, code=code, data={"items": items}, at=ended)
             return res
         finally:
             _CALL.reset(token)
@@ -400,8 +402,7 @@ class PolicyRuntime:
                 state = _CALL.get()
                 if state is not _NO_CALL:
                     state.attempts = attempt
-                breaker = self.breaker
-                self._emit("attempt", item_id, attempt, data=None if breaker is None else {"breaker": breaker.state})
+                self._emit("attempt", item_id, attempt, at=started)
         res: Result[T, ErrInfo]
         try:
             if limit is None:
@@ -425,13 +426,15 @@ class PolicyRuntime:
             if breaker is not None:
                 breaker.record(ticket, None, item_id)
             if emitting:
-                self._emit("success", item_id, attempt, self.clock.now() - started)
+                ended = self.clock.now()
+                self._emit("success", item_id, attempt, ended - started, at=ended)
         else:
             if breaker is not None:
                 breaker.record(ticket, res.error.code, item_id)
             if emitting:
+                ended = self.clock.now()
                 self._emit(
-                    "failure", item_id, attempt, self.clock.now() - started, code=res.error.code, data=_told(res.error)
+                    "failure", item_id, attempt, ended - started, code=res.error.code, data=_told(res.error), at=ended
                 )
         return res
 
@@ -461,6 +464,7 @@ class PolicyRuntime:
         *,
         code: str | None = None,
         data: dict[str, object] | None = None,
+        at: float | None = None,
     ) -> None:
         if not self._emitting:
             return
@@ -472,7 +476,7 @@ class PolicyRuntime:
                 attempt,
                 duration,
                 code,
-                at=self.clock.now(),
+                at=self.clock.now() if at is None else at,  # a time the caller read already saves a read
                 data=data if data is not None else {},
                 call=_CALL.get().number,
             )

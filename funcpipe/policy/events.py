@@ -16,7 +16,6 @@ EventKind = Literal[
     "filtered",
     "batch",
     "split",
-    "call_start",
     "call_end",
     "dead_letter",
     "run_start",
@@ -30,15 +29,14 @@ class Event:
 
     Kinds, by who emits them:
 
-    - one policy-wrapped call (`funcpipe.policy.apply.PolicyRuntime`):
-      ``call_start`` (``data.items``: the items it carries), then per
-      attempt ``limited`` (a wait at the rate limiter), ``attempt``
-      (``data.breaker``: the breaker's state, if the policy has one),
+    - one policy-wrapped call (`funcpipe.policy.apply.PolicyRuntime`): per
+      attempt ``limited`` (a wait at the rate limiter), ``attempt``,
       ``success`` or ``failure`` (``data.message``, and ``data.status`` /
       ``data.retry_after`` when the service gave them), ``wait`` (a back-off
       before the next attempt), and last ``call_end`` (``attempt``: the
       attempts made; ``code``: None on success; ``duration``: the whole
-      call). All of them carry the same ``call`` number;
+      call; ``data.items``: the items it carried). All of them carry the
+      same ``call`` number; the first of them marks the call's start;
     - ``breaker`` (a state change), ``batch`` (a batch left), ``split`` (a
       failed batch split in halves), ``filtered`` (an item dropped on purpose);
     - the runner: ``run_start`` (``data``: ``run_id``, ``pipeline``,

@@ -72,12 +72,13 @@ def _line(
         "event": event,
         "message": message,
     }
-    return json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str)
+    # ASCII only: a raw U+0085 or U+2028 in a message would split the line for readers that split on them.
+    return json.dumps(rec, sort_keys=True, default=str)
 
 
 def _level(ev: Event) -> Level:
     kind = ev.kind
-    if kind in ("attempt", "success", "call_start", "batch"):
+    if kind in ("attempt", "success", "batch"):
         return "debug"
     if kind == "call_end":
         return "debug" if ev.code is None else "warning"
@@ -106,10 +107,8 @@ def event_message(ev: Event) -> str:
     if kind == "run_end":
         said = f": {d['message']}" if isinstance(d.get("message"), str) else ""
         return f"run ended {ev.code} (exit code {d.get('exit_code')}) after {ev.duration:.2f}s{said}"
-    if kind == "call_start":
-        return f"{where}call of {d.get('items', 1)} item(s) started"
     if kind == "call_end":
-        n = f"after {ev.attempt} attempt(s) in {ev.duration:.3f}s"
+        n = f"of {d.get('items', 1)} item(s) after {ev.attempt} attempt(s) in {ev.duration:.3f}s"
         return f"{where}call done {n}" if ev.code is None else f"{where}call failed with {ev.code} {n}"
     if kind == "attempt":
         return f"{where}attempt {ev.attempt} of item{_short(ev.item_id)}"

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from funcpipe.errors import RunError
 from funcpipe.policy.events import Event
@@ -190,6 +190,9 @@ class RunMetrics:
             registry=reg,
         )
         reg.register(_StageItems(pipeline, stages, stats))
+        # Every attempt updates these: their labelled children are looked up once (each lookup takes a lock).
+        self._per_call: dict[str, tuple[Any, Any]] = {}
+        self._per_code: dict[tuple[str, str], Any] = {}
         for stage in sorted(breakers):
             self._breaker_state(stage, "closed")
 
@@ -204,18 +207,32 @@ class RunMetrics:
         name, kind = self.adapters.get(stage, ("", ""))
         return self.pipeline, stage, name, kind
 
+    def _stage_children(self, stage: str) -> tuple[Any, Any]:
+        """The stage's in-flight gauge and latency histogram."""
+        children = self._per_call.get(stage)
+        if children is None:
+            labels = self._call_labels(stage)
+            children = self._per_call[stage] = (self.in_flight.labels(*labels), self.latency.labels(*labels))
+        return children
+
+    def _requests(self, stage: str, code: str) -> Any:
+        child = self._per_code.get((stage, code))
+        if child is None:
+            child = self._per_code[stage, code] = self.requests.labels(*self._call_labels(stage), code)
+        return child
+
     def _attempt(self, ev: Event) -> None:
-        self.in_flight.labels(*self._call_labels(ev.stage)).inc()
+        self._stage_children(ev.stage)[0].inc()
 
     def _outcome(self, ev: Event) -> None:
-        labels = self._call_labels(ev.stage)
         if ev.kind == "failure" and ev.data.get("gate") == "breaker":
             # Refused by an open breaker: no request was made.
-            self.requests.labels(*labels, str(ev.code)).inc()
+            self._requests(ev.stage, str(ev.code)).inc()
             return
-        self.in_flight.labels(*labels).dec()
-        self.latency.labels(*labels).observe(ev.duration)
-        self.requests.labels(*labels, "OK" if ev.kind == "success" else str(ev.code)).inc()
+        in_flight, latency = self._stage_children(ev.stage)
+        in_flight.dec()
+        latency.observe(ev.duration)
+        self._requests(ev.stage, "OK" if ev.kind == "success" else str(ev.code)).inc()
 
     def _wait(self, ev: Event) -> None:
         if ev.data.get("reason") == "backoff":

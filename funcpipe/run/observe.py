@@ -112,11 +112,11 @@ def open_telemetry(
     env = os.environ if environ is None else environ
     telemetry = Telemetry(notify=notify, metrics_file=observe.metrics_file)
     adapters = _adapters(pipeline)
+    breakers = frozenset(st.id for st in pipeline.stages if st.policy.circuit_breaker is not None)
     try:
         if observe.metrics_port is not None or observe.metrics_file is not None:
             from funcpipe.run.metrics import MetricsServer, RunMetrics
 
-            breakers = frozenset(st.id for st in pipeline.stages if st.policy.circuit_breaker is not None)
             stages = {st.id: st.kind.name for st in pipeline.stages}
             telemetry.metrics = RunMetrics(pipeline.name, stages, adapters, stats, breakers)
             telemetry.sinks.append(telemetry.metrics)
@@ -132,9 +132,9 @@ def open_telemetry(
             from funcpipe.run.tracing import RunTracer, open_tracer_provider
 
             if observe.tracer_provider is not None:
-                telemetry.tracer = RunTracer(observe.tracer_provider, adapters, redact)
+                telemetry.tracer = RunTracer(observe.tracer_provider, adapters, redact, breakers=breakers)
             else:
-                telemetry.tracer = RunTracer(open_tracer_provider(env), adapters, redact, owned=True)
+                telemetry.tracer = RunTracer(open_tracer_provider(env), adapters, redact, owned=True, breakers=breakers)
             telemetry.sinks.append(telemetry.tracer)
     except BaseException:
         telemetry.metrics_file = None  # nothing ran: there is nothing to write

@@ -138,6 +138,8 @@ class RunTracer:
         adapters: per stage id, ``(adapter name, adapter kind)`` for stages that call one.
         redact: applied to every text written to a span.
         owned: shut the provider down in `close` (it is the run's own).
+        breakers: the stages whose policy has a circuit breaker: their
+            attempts carry its state (``closed`` until a ``breaker`` event says otherwise).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class RunTracer:
         redact: Callable[[str], str],
         *,
         owned: bool = False,
+        breakers: frozenset[str] = frozenset(),
     ) -> None:
         try:
             from opentelemetry import trace
@@ -160,7 +163,7 @@ class RunTracer:
         self.owned = owned
         self._run: Span | None = None
         self._calls: dict[int, _Call] = {}
-        self._breakers: dict[str, str] = {}
+        self._breakers: dict[str, str] = dict.fromkeys(breakers, "closed")
 
     # -- the events -----------------------------------------------------------------------
 
@@ -199,44 +202,58 @@ class RunTracer:
         run.end(end_time=now)
         self._run = None
 
-    def _call_start(self, ev: Event) -> None:
+    def _call_of(self, ev: Event, began: float = 0.0) -> _Call | None:
+        """The span of ``ev``'s call, opened at its first event (``began`` seconds before it)."""
+        if not ev.call:
+            return None
+        call = self._calls.get(ev.call)
+        if call is not None:
+            return call
         attrs: dict[str, object] = {"funcpipe.stage": ev.stage, "funcpipe.call": ev.call}
         named = self.adapters.get(ev.stage)
         if named is not None:
             attrs["funcpipe.adapter"], attrs["funcpipe.adapter.kind"] = named
-        items = ev.data.get("items")
-        if isinstance(items, int):
-            attrs["funcpipe.items"] = items
         if ev.item_id is not None:
             attrs["funcpipe.item_id"] = ev.item_id
         parent = self._trace.set_span_in_context(self._run) if self._run is not None else None
-        span = self.tracer.start_span("funcpipe.call", context=parent, attributes=attrs, start_time=time.time_ns())  # type: ignore[arg-type]
-        self._calls[ev.call] = _Call(span, ev.stage)
+        span = self.tracer.start_span(
+            "funcpipe.call",
+            context=parent,
+            attributes=attrs,  # type: ignore[arg-type]
+            start_time=time.time_ns() - int(began * 1e9),
+        )
+        call = self._calls[ev.call] = _Call(span, ev.stage)
+        return call
 
     def _call_end(self, ev: Event) -> None:
-        call = self._calls.pop(ev.call, None)
+        call = self._call_of(ev, ev.duration)  # a call that never started (its deadline passed) is one too
         if call is None:
             return
+        del self._calls[ev.call]
         now = time.time_ns()
         self._end_attempt(call, "CANCELLED", now)
         call.span.set_attribute("funcpipe.attempts", ev.attempt)
+        items = ev.data.get("items")
+        if isinstance(items, int):
+            call.span.set_attribute("funcpipe.items", items)
         if ev.code is not None:
             call.span.set_attribute("funcpipe.code", ev.code)
             call.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, ev.code))
         call.span.end(end_time=now)
 
     def _limited(self, ev: Event) -> None:
-        call = self._calls.get(ev.call)
-        if call is None:
-            return
         if ev.data.get("reason") == "retry_after":
             # A throttled answer pausing the limiter for everyone: a moment of the call, not a wait of its own.
-            call.span.add_event("limiter paused", {"funcpipe.pause_s": ev.duration})
-        else:
+            call = self._call_of(ev)
+            if call is not None:
+                call.span.add_event("limiter paused", {"funcpipe.pause_s": ev.duration})
+            return
+        call = self._call_of(ev, ev.duration)
+        if call is not None:
             call.limiter_wait += ev.duration
 
     def _attempt(self, ev: Event) -> None:
-        call = self._calls.get(ev.call)
+        call = self._call_of(ev)
         if call is None:
             return
         now = time.time_ns()
@@ -249,8 +266,8 @@ class RunTracer:
         named = self.adapters.get(ev.stage)
         if named is not None:
             attrs["funcpipe.adapter.kind"] = named[1]
-        state = ev.data.get("breaker")
-        if isinstance(state, str):
+        state = self._breakers.get(ev.stage)
+        if state is not None:
             attrs["funcpipe.breaker.state"] = state
         call.limiter_wait = 0.0
         parent = self._trace.set_span_in_context(call.span)
@@ -262,7 +279,7 @@ class RunTracer:
         )
 
     def _outcome(self, ev: Event) -> None:
-        call = self._calls.get(ev.call)
+        call = self._call_of(ev)
         if call is None:
             return
         now = time.time_ns()
@@ -290,7 +307,7 @@ class RunTracer:
         call.attempt = None
 
     def _wait(self, ev: Event) -> None:
-        call = self._calls.get(ev.call)
+        call = self._call_of(ev)
         if call is not None:
             attrs: dict[str, str | float] = {"funcpipe.wait_s": ev.duration}
             reason = ev.data.get("reason")
@@ -327,7 +344,6 @@ class RunTracer:
     _HANDLERS: ClassVar[dict[str, Callable[[RunTracer, Event], None]]] = {
         "run_start": _run_start,
         "run_end": _run_end,
-        "call_start": _call_start,
         "call_end": _call_end,
         "limited": _limited,
         "attempt": _attempt,

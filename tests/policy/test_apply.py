@@ -55,7 +55,6 @@ def test_a_retried_call_reports_each_attempt_wait_and_outcome() -> None:
     run_virtual(rt.apply(service.plan(), item_id="item-1"))
 
     assert [(e.kind, e.stage, e.item_id, e.attempt, e.duration, e.code, e.at) for e in log.events] == [
-        ("call_start", "embed", "item-1", 0, 0.0, None, 0.0),
         ("attempt", "embed", "item-1", 1, 0.0, None, 0.0),
         ("failure", "embed", "item-1", 1, 0.5, "TRANSIENT", 0.5),
         ("wait", "embed", "item-1", 1, 1.0, None, 0.5),
@@ -77,19 +76,20 @@ def test_a_failure_event_tells_the_message_status_and_retry_after() -> None:
 
     run_virtual(rt.apply(refused, items=8))
 
-    assert log.of("call_start")[0].data == {"items": 8}
     assert log.of("failure")[0].data == {"message": "slow down", "status": 429, "retry_after": 2.5}
     end = log.of("call_end")[0]
-    assert (end.code, end.attempt) == ("RATE_LIMIT", 1)
+    assert (end.code, end.attempt, end.data) == ("RATE_LIMIT", 1, {"items": 8})
 
 
-def test_an_attempt_event_tells_the_breaker_state() -> None:
+def test_a_refused_call_ends_with_the_breaker_s_code_and_no_attempt() -> None:
     log = EventLog()
     rt = runtime(log, circuit_breaker={"failures": 1, "min_calls": 1, "reset_after": "10s"})
     gather(rt, [Service([ErrCode.TRANSIENT]).plan(), Service().plan()])
 
-    assert [e.data.get("breaker") for e in log.of("attempt")] == ["closed"]
     assert [e.code for e in log.of("breaker")] == ["open"]
+    refused = log.of("call_end")[1]
+    assert (refused.code, refused.attempt) == ("CIRCUIT_OPEN", 0)
+    assert [e.kind for e in log.events if e.call == refused.call] == ["failure", "call_end"]
 
 
 def test_concurrent_calls_have_distinct_numbers() -> None:
@@ -97,10 +97,10 @@ def test_concurrent_calls_have_distinct_numbers() -> None:
     rt = runtime(log, concurrency=4)
     gather(rt, [Service(latency=1.0).plan() for _ in range(4)])
 
-    numbers = {e.call for e in log.of("call_start")}
+    numbers = {e.call for e in log.of("call_end")}
     assert len(numbers) == 4 and 0 not in numbers
     for n in numbers:
-        assert [e.kind for e in log.events if e.call == n] == ["call_start", "attempt", "success", "call_end"]
+        assert [e.kind for e in log.events if e.call == n] == ["attempt", "success", "call_end"]
 
 
 def test_apply_policy_passes_its_runtime_options_through() -> None:
@@ -120,7 +120,6 @@ def test_a_sink_given_after_the_runtime_is_made_gets_the_events() -> None:
     run_virtual(rt.apply(Service().plan(), item_id="late-sink"))
 
     assert [(e.kind, e.item_id) for e in log.events] == [
-        ("call_start", "late-sink"),
         ("attempt", "late-sink"),
         ("success", "late-sink"),
         ("call_end", "late-sink"),

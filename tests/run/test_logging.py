@@ -137,8 +137,8 @@ def test_messages_say_what_happened_in_words() -> None:
     assert event_message(Event("limited", "embed", duration=2.0, data={"reason": "retry_after"})) == (
         "embed: rate limiter paused 2.000s as the service asked (Retry-After)"
     )
-    assert event_message(Event("call_end", "embed", attempt=3, duration=0.25, code="TIMEOUT")) == (
-        "embed: call failed with TIMEOUT after 3 attempt(s) in 0.250s"
+    assert event_message(Event("call_end", "embed", attempt=3, duration=0.25, code="TIMEOUT", data={"items": 8})) == (
+        "embed: call failed with TIMEOUT of 8 item(s) after 3 attempt(s) in 0.250s"
     )
     assert event_message(Event("failure", "embed", attempt=1, code="CIRCUIT_OPEN", data={"gate": "breaker"})) == (
         "embed: attempt 1 refused: the circuit breaker is open: CIRCUIT_OPEN"
