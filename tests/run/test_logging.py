@@ -213,3 +213,25 @@ def test_a_run_that_cannot_start_under_json_logs_is_a_json_error_line_and_exit_c
     assert [x["event"] for x in parsed[:-1]] == ["run_start", "run_end"]
     assert parsed[1]["code"] == "error" and parsed[1]["run_id"] == error["run_id"]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_session_s_run_id_is_the_one_its_log_lines_and_report_carry(tmp_path: Path) -> None:
+    import funcpipe
+
+    (tmp_path / "ids.yaml").write_text(
+        "version: 1\nname: ids\nstages:\n"
+        "  - {id: load, use: source.jsonl, with: {path: items.jsonl, text_field: text}}\n"
+        "  - {id: out, use: sink.jsonl, with: {path: out.jsonl}}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "items.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    pipeline = funcpipe.load(tmp_path / "ids.yaml")
+    session = pipeline.session()
+    out = io.StringIO()
+    session.attach(JsonEventLog(out, redact=session.redact, run_id=session.run_id, pipeline=pipeline.name))
+    report = session.run()
+    logged = lines(out)
+    assert report.run_id == session.run_id
+    assert {x["run_id"] for x in logged} == {session.run_id}
+    events = [x["event"] for x in logged]
+    assert (events[0], events[-1]) == ("run_start", "run_end")
