@@ -118,7 +118,7 @@ _SETTINGS = frozenset(RunSettings.__annotations__)
 class Display(Protocol):
     """What shows a run: it gets every event and every status line.
 
-    `funcpipe.run.progress.LiveProgress` (the terminal table) and
+    `funcpipe.run.progress.LiveProgress` (the progress bars) and
     `funcpipe.run.logging.JsonEventLog` (JSON lines) are displays.
     """
 

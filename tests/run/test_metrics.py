@@ -216,3 +216,14 @@ def test_an_unwritable_metrics_file_stops_the_run_before_any_work(tmp_path: Path
     with pytest.raises(RunError, match=r"cannot write the metrics file .*--metrics-file"):
         funcpipe.load(tmp_path / "counted.yaml").run(metrics_file=tmp_path / "blocker" / "m.prom")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_run_from_the_api_serves_metrics_while_it_goes_and_stops_after(tmp_path: Path) -> None:
+    (tmp_path / "counted.yaml").write_text(SPEC, encoding="utf-8")
+    (tmp_path / "items.jsonl").write_text('{"id": 0, "text": "t0"}\n', encoding="utf-8")
+    said: list[str] = []
+    report = funcpipe.load(tmp_path / "counted.yaml").run(metrics_port=0, notify=said.append)
+    assert report.exit_code == 0
+    (url,) = [line.removeprefix("metrics: ") for line in said if line.startswith("metrics: http://127.0.0.1:")]
+    with pytest.raises(OSError):  # the server lived as long as the run
+        urllib.request.urlopen(url, timeout=2)
