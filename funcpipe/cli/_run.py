@@ -142,7 +142,6 @@ def run(
         from funcpipe.run.logging import JsonEventLog
 
         log = JsonEventLog(sys.stderr, redact=session.redact, run_id=session.run_id, pipeline=pipeline.name)
-        session.attach(log)
     if not quiet:
         from funcpipe.run.progress import LiveProgress, ProgressLines
 
@@ -153,6 +152,10 @@ def run(
             heartbeat = ProgressLines(
                 stages, session.stats, sys.stderr, _totals(pipeline), interval=progress_interval, log=log
             )
+            # Attached before the log: it falls silent at the run's end before the log writes it.
+            session.attach(heartbeat)
+    if log is not None:
+        session.attach(log)
     try:
         for display in (live, heartbeat):
             if display is not None:

@@ -261,8 +261,11 @@ class ProgressLines:
 
     ``progress 0:00:10  load 60/60 100%  work 31/60 52% 3.1/s eta 0:00:09  out 30/60 50% 3.0/s eta 0:00:10``
 
-    It reads the live counters on its own thread; nothing is attached to the
-    session. Start it before the run and stop it after (the summary follows).
+    It reads the live counters on its own thread. A `funcpipe.Display`:
+    attached to the session, it falls silent at the ``run_end`` event (so no
+    heartbeat follows the run's end) and writes the status lines as plain
+    lines (with a JSON ``log``, that log writes them). Start it before the
+    run and stop it after; the summary follows.
 
     Args:
         stages: ``(stage id, kind)`` in graph order.
@@ -291,7 +294,20 @@ class ProgressLines:
         self.log = log
         self._t0 = time.monotonic()
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a heartbeat is written whole, and none after `run_end`
         self._thread = threading.Thread(target=self._beat, name="funcpipe-progress", daemon=True)
+
+    def __call__(self, ev: Event) -> None:
+        """Fall silent when the run ends (attached before a log, before the log writes the end)."""
+        if ev.kind == "run_end":
+            with self._lock:
+                self._stop.set()
+
+    def notice(self, message: str) -> None:
+        """A status line, as a plain line (a JSON ``log`` attached beside writes its own)."""
+        if self.log is None:
+            self.file.write(message + "\n")
+            self.file.flush()
 
     def line(self) -> str:
         """The heartbeat line for this moment."""
@@ -309,16 +325,22 @@ class ProgressLines:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            line = self.line()
-            if self.log is not None:
-                stages = {
-                    p.id: {"done": p.done, "total": p.total, "failed": p.failed, "rate": p.rate, "eta_s": p.eta}
-                    for p in self._tracker.snapshot()
-                }
-                self.log.progress(line, stages)
-            else:
-                self.file.write(line + "\n")
-                self.file.flush()
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._write()
+
+    def _write(self) -> None:
+        line = self.line()
+        if self.log is not None:
+            stages = {
+                p.id: {"done": p.done, "total": p.total, "failed": p.failed, "rate": p.rate, "eta_s": p.eta}
+                for p in self._tracker.snapshot()
+            }
+            self.log.progress(line, stages)
+        else:
+            self.file.write(line + "\n")
+            self.file.flush()
 
     def start(self) -> None:
         """Start the heartbeat."""
@@ -326,6 +348,7 @@ class ProgressLines:
 
     def stop(self) -> None:
         """Stop it (no line is written after this returns)."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -373,3 +373,27 @@ def test_quiet_on_a_terminal_shows_errors_only(tmp_path: Path, terminal: Callabl
     assert lines[0] == f"failed: 20 item(s) \u2192 {tmp_path / '.funcpipe' / 'prog.dead.jsonl'}"
     assert len(lines) == 2
     assert re.fullmatch(r"  work  USER_CODE \u00d720  TypeError: .*nope.* \(first of 20\)", lines[1]), lines[1]
+
+
+def test_the_heartbeat_falls_silent_at_the_run_s_end() -> None:
+    import io
+
+    from funcpipe.policy.events import Event
+    from funcpipe.run.accounting import StageStats
+    from funcpipe.run.progress import ProgressLines
+
+    out = io.StringIO()
+    beat = ProgressLines([("load", "source.jsonl")], {"load": StageStats(outputs=3)}, out, {"load": 6}, interval=0.02)
+    beat.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "progress " not in out.getvalue():
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.01)
+        beat(Event("run_end", code="ok"))
+        written = out.getvalue()
+        time.sleep(0.2)  # ten intervals
+        assert out.getvalue() == written
+        assert written.splitlines()[-1].endswith("load 3/6 50%")
+    finally:
+        beat.stop()
