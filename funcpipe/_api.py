@@ -34,6 +34,8 @@ from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
 if TYPE_CHECKING:
     import contextlib
 
+    from opentelemetry.trace import TracerProvider
+
     from funcpipe.run import Runner
     from funcpipe.run.accounting import StageStats
     from funcpipe.run.estimate import StageEstimate
@@ -76,6 +78,18 @@ class RunSettings(TypedDict, total=False):
             what adapters are lent (default: HTTP client, pools, embedded PostgreSQL).
         force: start even when the estimate exceeds a budget (``--force``); the
             run still stops when the budget is spent.
+        trace: send OpenTelemetry traces (``--trace``; the ``otel`` extra):
+            True always, False never; default: when the ``OTEL_*`` variables
+            name an exporter or an OTLP endpoint (see docs/observability.md).
+        tracer_provider: an OpenTelemetry ``TracerProvider`` to send the
+            run's spans to instead of one made from the ``OTEL_*`` variables
+            (flushed at the end, never shut down).
+        metrics_port: serve Prometheus metrics on ``/metrics`` at this port
+            while the run goes (``--metrics-port``; 0 picks a free one; the
+            ``metrics`` extra).
+        metrics_host: the address the metrics server listens on (default ``127.0.0.1``).
+        metrics_file: write the metrics here when the run ends, atomically,
+            in the format of node_exporter's textfile collector (``--metrics-file``).
     """
 
     fresh: bool
@@ -91,7 +105,15 @@ class RunSettings(TypedDict, total=False):
     buffer: int
     resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None
     force: bool
+    trace: bool | None
+    tracer_provider: TracerProvider | None
+    metrics_port: int | None
+    metrics_host: str
+    metrics_file: StrPath | None
 
+
+_OBSERVE = ("trace", "tracer_provider", "metrics_port", "metrics_host", "metrics_file")
+"""The settings of `funcpipe.run.observe.Observe`."""
 
 _SETTINGS = frozenset(RunSettings.__annotations__)
 
@@ -99,7 +121,7 @@ _SETTINGS = frozenset(RunSettings.__annotations__)
 class Display(Protocol):
     """What shows a run: it gets every event and every status line.
 
-    `funcpipe.run.progress.LiveProgress` (the terminal table) and
+    `funcpipe.run.progress.LiveProgress` (the progress bars) and
     `funcpipe.run.logging.JsonEventLog` (JSON lines) are displays.
     """
 
@@ -234,6 +256,7 @@ class RunSession:
     def __init__(self, pipeline: Pipeline, **options: Unpack[RunSettings]) -> None:
         _check_settings(options)
         from funcpipe.run import Runner, RunOptions
+        from funcpipe.run.observe import Observe
 
         self.pipeline = pipeline
         self._listeners: list[EventSink] = list(options.get("listeners", ()))
@@ -253,6 +276,10 @@ class RunSession:
         for key in ("report_path", "state_dir"):
             if passed.get(key) is not None:
                 given[key] = Path(passed[key])
+        observe = {k: passed[k] for k in _OBSERVE if passed.get(k) is not None}
+        if "metrics_file" in observe:
+            observe["metrics_file"] = Path(observe["metrics_file"])
+        given["observe"] = Observe(**observe)
         # The runner gets one fixed sink and one fixed notifier, both ours: what
         # is attached later is reached through them.
         self._runner: Runner = Runner(
@@ -280,6 +307,11 @@ class RunSession:
     def stages(self) -> tuple[StageInfo, ...]:
         """The pipeline's stages, in graph order."""
         return self.pipeline.stages
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, as its report, logs, traces and metrics carry it."""
+        return self._runner.run_id
 
     @property
     def report(self) -> RunReport | None:
@@ -393,7 +425,9 @@ class Pipeline:
         Args:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
                 ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
-                ``state_dir``, ``clock``, ``buffer``, ``resources``, ``force`` (see `RunSettings`).
+                ``state_dir``, ``clock``, ``buffer``, ``resources``, ``force``, ``trace``,
+                ``tracer_provider``, ``metrics_port``, ``metrics_host``,
+                ``metrics_file`` (see `RunSettings`).
 
         Raises:
             RunError: the run could not start, and nothing was done (an unset

@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+import funcpipe
 from funcpipe.cli._validate import pipeline_or_exit, spec_options
-from funcpipe.errors import FuncpipeError
+from funcpipe.errors import FuncpipeError, SpecError
+
+if TYPE_CHECKING:
+    from funcpipe import Pipeline
 
 
 def _silent(message: str) -> None:
     """``--quiet``: status lines are not shown (failures and errors still are)."""
+
+
+def _pipeline(spec: Path, overrides: Sequence[str], params_file: Path | None, log_format: str) -> Pipeline:
+    """The pipeline, or its spec's errors on stderr (JSON lines under ``--log-format json``) and exit code 2."""
+    if log_format != "json":
+        return pipeline_or_exit(spec, overrides, params_file)
+    from funcpipe.run.logging import spec_error_events
+
+    try:
+        return funcpipe.load(spec, set=overrides, params=params_file)
+    except SpecError as exc:
+        for line in spec_error_events([exc]):
+            click.echo(line, err=True)
+        sys.exit(SpecError.exit_code)
+
+
+def _totals(pipeline: Pipeline) -> dict[str, int] | None:
+    """Per stage, the items the dry-run estimate expects it to pass on; None if it cannot tell."""
+    try:
+        return {s.id: s.outputs for s in pipeline.estimate().stages}
+    except (OSError, ValueError, FuncpipeError):
+        return None  # a source the run will report on properly; progress goes without totals
 
 
 @click.command()
@@ -32,6 +60,34 @@ def _silent(message: str) -> None:
     "--latency", type=float, default=0.1, show_default=True, help="Dry run: assumed seconds per external call."
 )
 @click.option("--force", is_flag=True, help="Start even when the estimate exceeds a budget.")
+@click.option(
+    "--trace/--no-trace",
+    default=None,
+    help="Send OpenTelemetry traces over OTLP/HTTP (endpoint from OTEL_EXPORTER_OTLP_ENDPOINT). "
+    "Default: when OTEL_TRACES_EXPORTER or an OTLP endpoint variable is set.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on /metrics at this port while the run goes (0: any free port).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="The address the metrics server listens on."
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the metrics here at the end (node_exporter textfile-collector format; name it *.prom).",
+)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress lines when stderr is not a terminal.",
+)
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -45,6 +101,11 @@ def run(
     dry_run: bool,
     latency: float,
     force: bool,
+    trace: bool | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_file: Path | None,
+    progress_interval: float,
 ) -> None:
     """Run the pipeline in SPEC.
 
@@ -53,7 +114,7 @@ def run(
     (run again to resume); 4 not started: the estimate exceeds a budget
     (--force starts it); 130 or 143 stopped by SIGINT or SIGTERM.
     """
-    pipeline = pipeline_or_exit(spec, overrides, params_file)
+    pipeline = _pipeline(spec, overrides, params_file, log_format)
     if dry_run:
         plan = pipeline.estimate(latency=latency, fresh=fresh)
         if log_format == "json":
@@ -72,27 +133,52 @@ def run(
         shutdown_timeout=shutdown_timeout,
         notify=_silent if quiet else None,
         force=force,
+        trace=trace,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        metrics_file=metrics_file,
     )
-    progress = None
+    stages = [(s.id, s.use) for s in session.stages]
+    live = None
+    heartbeat = None
+    log = None
     if log_format == "json":
         from funcpipe.run.logging import JsonEventLog
 
-        session.attach(JsonEventLog(sys.stderr, redact=session.redact))
-    elif not quiet and sys.stdout.isatty() and sys.stderr.isatty():
-        from funcpipe.run.progress import LiveProgress
+        log = JsonEventLog(sys.stderr, redact=session.redact, run_id=session.run_id, pipeline=pipeline.name)
+    if not quiet:
+        from funcpipe.run.progress import LiveProgress, ProgressLines
 
-        progress = LiveProgress([(s.id, s.use) for s in session.stages], session.stats, sys.stderr)
-        session.attach(progress)
+        if log is None and sys.stdout.isatty() and sys.stderr.isatty():
+            live = LiveProgress(stages, session.stats, sys.stderr, _totals(pipeline))
+            session.attach(live)
+        else:
+            heartbeat = ProgressLines(
+                stages, session.stats, sys.stderr, _totals(pipeline), interval=progress_interval, log=log
+            )
+            # Attached before the log: it falls silent at the run's end before the log writes it.
+            session.attach(heartbeat)
+    if log is not None:
+        session.attach(log)
     try:
-        if progress is not None:
-            progress.start()
+        for display in (live, heartbeat):
+            if display is not None:
+                display.start()
+        report = None
         try:
             report = session.run()
         finally:
-            if progress is not None:
-                progress.stop()
+            if heartbeat is not None:
+                heartbeat.stop()
+            if live is not None:
+                live.stop(finished=report is not None and report.status not in ("interrupted", "aborted"))
     except FuncpipeError as exc:
-        click.echo(f"funcpipe: {session.redact(str(exc))}", err=True)
+        if log is not None:
+            from funcpipe.run.logging import error_event
+
+            click.echo(error_event(exc, session.redact, run_id=session.run_id, pipeline=pipeline.name), err=True)
+        else:
+            click.echo(f"funcpipe: {session.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if log_format == "json":
         from funcpipe.run.logging import report_event

@@ -27,8 +27,10 @@ from funcpipe.spec.sources import check_sources
 from funcpipe.stages.base import StageContext
 
 
-def check_outputs(state_dir: Path, dead: DeadLetters, report_path: Path | None) -> None:
-    """Fail before any work if the state directory, dead-letter file or report cannot be written.
+def check_outputs(
+    state_dir: Path, dead: DeadLetters, report_path: Path | None, *, metrics_file: Path | None = None
+) -> None:
+    """Fail before any work if the state directory, dead-letter file, report or metrics file cannot be written.
 
     Otherwise a run would stop at its first failed item, or lose its report
     after all the work is done (and paid for).
@@ -49,6 +51,10 @@ def check_outputs(state_dir: Path, dead: DeadLetters, report_path: Path | None) 
             problems.append(str(exc))
     if report_path is not None and (reason := unwritable(report_path)) is not None:
         problems.append(f"cannot write the report {report_path}: {reason}; choose a writable --report path")
+    if metrics_file is not None and (reason := unwritable(metrics_file)) is not None:
+        problems.append(
+            f"cannot write the metrics file {metrics_file}: {reason}; choose a writable --metrics-file path"
+        )
     if problems:
         raise RunError("; ".join(problems) + " (nothing was run)")
 

@@ -26,19 +26,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from funcpipe.compile import CompiledPipeline, CompiledStage
 from funcpipe.core import AsyncGen, ErrCode, ErrInfo, Item, Ok, Result, stable_id
 from funcpipe.errors import BUDGET_EXHAUSTED_EXIT, BudgetExceeded, FailFast, RunError, SpecError
 from funcpipe.policy.clock import REAL_CLOCK, Clock
-from funcpipe.policy.events import EventSink
+from funcpipe.policy.events import Event, EventSink
 from funcpipe.run.accounting import Accounting, Failures, StageStats
 from funcpipe.run.costs import RunCosts
 from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.estimate import budget_refusal
 from funcpipe.run.events import EventHub
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
+from funcpipe.run.observe import Observe, open_telemetry
 from funcpipe.run.preflight import (
     check_outputs,
     check_source_stages,
@@ -79,6 +80,7 @@ class RunOptions:
         adapters: adapters already made, by name, to use instead of making
             new ones (and where new ones are kept): a run and a query that
             share it share one in-process store.
+        observe: traces and metrics (default: traced only if the ``OTEL_*`` variables ask).
     """
 
     report_path: Path | None = None
@@ -95,6 +97,7 @@ class RunOptions:
     force: bool = False
     taps: list[Callable[[str, Item], None]] = field(default_factory=list)
     adapters: dict[str, Any] | None = None
+    observe: Observe = field(default_factory=Observe)
 
     def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
         """The resources for a run whose state lives in ``state_dir``."""
@@ -242,6 +245,7 @@ class Runner:
         self.failures.add(stage_id, error.code, error.msg)
         self.dead.write(error, stage_id)
         item = error.meta.get("item")
+        self.events(_dead_letter_event(stage_id, error, item, self.options.clock.now()))
         if isinstance(item, Item):
             if not stage.inputs:
                 self.acct.source(item.source_id)  # failed as it was read: still a source item
@@ -298,10 +302,12 @@ class Runner:
                         self.acct.committed(terminal, item.source_id)
 
     async def run(self) -> RunReport:
-        """Run the pipeline to the end and return the report (also written to disk)."""
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
-        status, exit_code, message = "ok", 0, None
+        """Run the pipeline to the end and return the report (also written to disk).
+
+        The run is told to the event sinks between a ``run_start`` and a
+        ``run_end`` event; its tracer and metrics (``options.observe``) are
+        opened first and closed once the report is written.
+        """
         if not self.options.force:
             over = budget_refusal(self.pipeline, self.state_dir, fresh=self.options.fresh)
             if over:
@@ -310,7 +316,26 @@ class Runner:
                     + "; ".join(over)
                     + " (see `funcpipe run --dry-run`; --force runs until the budget is spent)"
                 )
-        check_outputs(self.state_dir, self.dead, self.options.report_path)
+        check_outputs(
+            self.state_dir, self.dead, self.options.report_path, metrics_file=self.options.observe.metrics_file
+        )
+        telemetry = open_telemetry(
+            self.pipeline, self.options.observe, stats=self.stats, redact=self.redact, notify=self._notify
+        )
+        self.events.listeners.extend(telemetry.sinks)
+        try:
+            return await self._run()
+        finally:
+            telemetry.close()
+
+    def _run_event(self, kind: Literal["run_start", "run_end"], code: str | None = None, **data: object) -> None:
+        self.events(Event(kind, code=code, at=self.options.clock.now(), duration=0.0, data=data))
+
+    async def _run(self) -> RunReport:
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        status, exit_code, message = "ok", 0, None
+        self._run_event("run_start", run_id=self.run_id, pipeline=self.pipeline.name, stages=len(self.pipeline.stages))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.fingerprint, self.run_id)
         loop = asyncio.get_running_loop()
@@ -331,7 +356,17 @@ class Runner:
                         await self.sync.run(self.ledger, self._adapters, clock=self.options.clock, events=self.events)
         except* _NotStarted as eg:
             # Nothing was done: there is no outcome to report, only the reason.
-            raise eg.exceptions[0] from None
+            reason = eg.exceptions[0]
+            self.events(
+                Event(
+                    "run_end",
+                    code="error",
+                    at=self.options.clock.now(),
+                    duration=time.perf_counter() - t0,
+                    data={"exit_code": _NotStarted.exit_code, "message": self.redact(str(reason))},
+                )
+            )
+            raise reason from None
         except* FailFast as eg:
             status, exit_code, message = "failed", 1, str(eg.exceptions[0])
         except* RunError as eg:
@@ -384,6 +419,19 @@ class Runner:
         if self.options.report_path is not None:
             targets.append(self.options.report_path)
         write_report(report, targets, self.redact)
+        self.events(
+            Event(
+                "run_end",
+                code=report.status,
+                at=self.options.clock.now(),
+                duration=report.duration_s,
+                data={
+                    "exit_code": report.exit_code,
+                    "message": report.message,
+                    "accounting": dict(report.accounting),
+                },
+            )
+        )
         return report
 
     def _flush_ledger(self) -> None:
@@ -398,6 +446,24 @@ class Runner:
 
 class _NotStarted(RunError):
     """A pre-flight check failed after resources were opened, before any work."""
+
+
+def _dead_letter_event(stage_id: str, error: ErrInfo, item: object, now: float) -> Event:
+    """The ``dead_letter`` event of an item that failed for good: its code, message and HTTP status."""
+    data: dict[str, object] = {"message": error.msg}
+    status = error.meta.get("status")
+    if isinstance(status, int) and not isinstance(status, bool):
+        data["status"] = status
+    attempts = error.meta.get("attempts")
+    return Event(
+        "dead_letter",
+        stage_id,
+        item.id if isinstance(item, Item) else None,
+        attempts if isinstance(attempts, int) else 0,
+        code=error.code,
+        at=now,
+        data=data,
+    )
 
 
 def content_hash(item: Item) -> str:

@@ -213,6 +213,26 @@ class World:
                 ),
                 self.environ(key=WRONG_KEY),
             ),
+            # Traces printed by the console exporter, metrics written to a file, JSON logs: all to be searched.
+            "run-observed": (
+                ("run", spec, "--fresh", "--log-format", "json", "--trace", "--metrics-file", str(p / "run.prom")),
+                {**self.environ(), "OTEL_TRACES_EXPORTER": "console"},
+            ),
+            "run-observed-wrong-key": (
+                (
+                    "run",
+                    spec,
+                    "--fresh",
+                    "--log-format",
+                    "json",
+                    "--trace",
+                    "--metrics-file",
+                    str(p / "wrong-key.prom"),
+                    "--set",
+                    "on_error.dead_letter=.funcpipe/observed.dead.jsonl",
+                ),
+                {**self.environ(key=WRONG_KEY), "OTEL_TRACES_EXPORTER": "console"},
+            ),
             "run-wrong-password": (("run", spec, "--fresh"), self.environ(dsn=self.wrong_dsn)),
             "run-wrong-password-json": (
                 ("run", spec, "--fresh", "--log-format", "json"),
@@ -338,6 +358,23 @@ def test_run_output_never_shows_a_secret(scene: str, world: World) -> None:
     proc = world.scene(scene)
     assert proc.returncode == 1, output(proc)  # leak.md fails in every scene
     assert_no_canary(output(proc), scene)
+
+
+@pytest.mark.parametrize(
+    ("scene", "prom"), [("run-observed", "run.prom"), ("run-observed-wrong-key", "wrong-key.prom")]
+)
+def test_traces_metrics_and_json_logs_never_show_a_secret(scene: str, prom: str, world: World) -> None:
+    proc = world.scene(scene)
+    assert proc.returncode == 1, output(proc)
+    text = output(proc)
+    assert '"name": "funcpipe.attempt"' in text  # the spans were printed, and are searched
+    assert '"event": "dead_letter"' in text
+    # The errors quoting a secret are in the spans and the log lines, redacted.
+    assert REDACTED in text
+    assert_no_canary(text, scene)
+    metrics = (world.project / prom).read_text(encoding="utf-8")
+    assert "funcpipe_stage_items_failed_total" in metrics
+    assert_no_canary(metrics, prom)
 
 
 def test_json_log_is_one_event_per_line(world: World) -> None:

@@ -60,7 +60,47 @@ def test_a_retried_call_reports_each_attempt_wait_and_outcome() -> None:
         ("wait", "embed", "item-1", 1, 1.0, None, 0.5),
         ("attempt", "embed", "item-1", 2, 0.0, None, 1.5),
         ("success", "embed", "item-1", 2, 0.5, None, 2.0),
+        ("call_end", "embed", "item-1", 2, 2.0, None, 2.0),
     ]
+    # One call: every event carries its number, and no other call has it.
+    assert len({e.call for e in log.events}) == 1 and log.events[0].call > 0
+
+
+def test_a_failure_event_tells_the_message_status_and_retry_after() -> None:
+    log = EventLog()
+    rt = runtime(log)
+    error = ErrInfo(ErrCode.RATE_LIMIT, "slow down", {"status": 429, "retry_after": 2.5})
+
+    async def refused() -> Result[object, ErrInfo]:
+        return Err(error)
+
+    run_virtual(rt.apply(refused, items=8))
+
+    assert log.of("failure")[0].data == {"message": "slow down", "status": 429, "retry_after": 2.5}
+    end = log.of("call_end")[0]
+    assert (end.code, end.attempt, end.data) == ("RATE_LIMIT", 1, {"items": 8})
+
+
+def test_a_refused_call_ends_with_the_breaker_s_code_and_no_attempt() -> None:
+    log = EventLog()
+    rt = runtime(log, circuit_breaker={"failures": 1, "min_calls": 1, "reset_after": "10s"})
+    gather(rt, [Service([ErrCode.TRANSIENT]).plan(), Service().plan()])
+
+    assert [e.code for e in log.of("breaker")] == ["open"]
+    refused = log.of("call_end")[1]
+    assert (refused.code, refused.attempt) == ("CIRCUIT_OPEN", 0)
+    assert [e.kind for e in log.events if e.call == refused.call] == ["failure", "call_end"]
+
+
+def test_concurrent_calls_have_distinct_numbers() -> None:
+    log = EventLog()
+    rt = runtime(log, concurrency=4)
+    gather(rt, [Service(latency=1.0).plan() for _ in range(4)])
+
+    numbers = {e.call for e in log.of("call_end")}
+    assert len(numbers) == 4 and 0 not in numbers
+    for n in numbers:
+        assert [e.kind for e in log.events if e.call == n] == ["attempt", "success", "call_end"]
 
 
 def test_apply_policy_passes_its_runtime_options_through() -> None:
@@ -79,7 +119,11 @@ def test_a_sink_given_after_the_runtime_is_made_gets_the_events() -> None:
 
     run_virtual(rt.apply(Service().plan(), item_id="late-sink"))
 
-    assert [(e.kind, e.item_id) for e in log.events] == [("attempt", "late-sink"), ("success", "late-sink")]
+    assert [(e.kind, e.item_id) for e in log.events] == [
+        ("attempt", "late-sink"),
+        ("success", "late-sink"),
+        ("call_end", "late-sink"),
+    ]
 
 
 def test_an_error_not_retried_carries_its_attempts() -> None:

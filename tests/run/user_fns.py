@@ -30,3 +30,8 @@ def log_call(item: Item, path: str) -> object:
         fh.flush()
         os.fsync(fh.fileno())
     return item.data
+
+
+def even_number(item: Item) -> bool:
+    """Keep texts ``t<n>`` whose number is even (a filter dropping half of ``t0``...``t9``)."""
+    return int(str(item.data)[1:]) % 2 == 0

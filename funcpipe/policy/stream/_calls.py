@@ -101,6 +101,7 @@ def call_batch(
                     cost=cost(values) if cost is not None else 1,
                     key=rate_key(values[0]) if rate_key is not None else None,
                     chars=chars(values) if chars is not None else None,
+                    items=len(values),
                 )
             res = await plan()
         except Exception as exc:
