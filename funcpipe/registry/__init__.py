@@ -311,6 +311,9 @@ def _builtins() -> Registry:
         "anthropic": (GeneratePort,),
         "pgvector": (VectorStorePort,),
         "memory": (VectorStorePort,),
+        "qdrant": (VectorStorePort,),
+        "chroma": (VectorStorePort,),
+        "lancedb": (VectorStorePort,),
         "extractive": (GeneratePort,),
     }
     for name, cfg in BUILTIN_ADAPTER_CONFIGS.items():
