@@ -371,12 +371,14 @@ def error_info(exc: BaseException, *, doing: str = "", table: str = "") -> ErrIn
     if not isinstance(code, int):
         found = _STATUS.search(text)
         code = int(found.group(1)) if found else None
+    if name == "RetryError":
+        # LanceDB's client gave up on a connection, a 429 or a 5xx: the next attempt may succeed.
+        rate = code == 429
+        return ErrInfo(
+            ErrCode.RATE_LIMIT if rate else ErrCode.TRANSIENT, f"{prefix}could not use LanceDB: {text}", meta
+        )
     if code is not None:
         meta["status"] = code
-        if name == "RetryError":
-            # LanceDB's client retried already (429, 5xx) and gave up: the next attempt may succeed.
-            rate = code == 429
-            return ErrInfo(ErrCode.RATE_LIMIT if rate else ErrCode.TRANSIENT, f"{prefix}LanceDB: {text}", meta)
         if code in (401, 403):
             return ErrInfo(ErrCode.AUTH, f"{prefix}LanceDB refused the credentials: {text}", meta)
         if code == 429:
