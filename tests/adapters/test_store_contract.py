@@ -2,7 +2,8 @@
 
 Each store is real: pgvector on the session's embedded PostgreSQL (with
 ``exact: true``, so its answers are exact), Qdrant in local mode, Chroma's
-persistent client and LanceDB on a directory. Each test gets a fresh table
+persistent client and a local Chroma server (``chroma run``), and LanceDB
+on a directory. Each test gets a fresh table
 or collection; the embedded stores share one state directory per module.
 Faults are real too: a server that answers with errors, one that resets the
 connection, a port nobody listens on, a directory in use by another process.
@@ -20,7 +21,9 @@ import json
 import math
 import os
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -43,7 +46,8 @@ from tests.pg import resources_for, unique_name
 FP = Fingerprint("hashing", "v1-c3-5-w2", 3)
 OTHER_FP = Fingerprint("openai", "text-embedding-3-small", 3)
 
-KINDS = ("memory", "pgvector", "qdrant", "chroma", "lancedb")
+KINDS = ("memory", "pgvector", "qdrant", "chroma", "chroma-server", "lancedb")
+"""Every store; ``chroma-server`` is the chroma store talking to a real local Chroma server."""
 EMBEDDED = ("qdrant", "chroma", "lancedb")
 
 MODES: dict[str, frozenset[RetrievalMode]] = {
@@ -51,6 +55,7 @@ MODES: dict[str, frozenset[RetrievalMode]] = {
     "pgvector": frozenset({"vector"}),
     "qdrant": frozenset({"vector"}),
     "chroma": frozenset({"vector"}),
+    "chroma-server": frozenset({"vector"}),
     "lancedb": frozenset({"vector", "keyword", "hybrid"}),
 }
 """The retrieval modes each store ranks by; the others fail as SERVICE_SPECIFIC (docs/providers.md)."""
@@ -58,32 +63,90 @@ MODES: dict[str, frozenset[RetrievalMode]] = {
 StoreFactory = Callable[[], VectorStorePort]
 
 
-def make_store(kind: str, resources: RunResources, name: str | None = None) -> VectorStorePort:
-    """A store of ``kind`` on ``resources``: the table or collection ``name``, by default a fresh one."""
-    name = name or unique_name()
-    if kind == "memory":
-        return MemoryStore()
-    if kind == "pgvector":
-        return PgvectorStore(PgvectorConfig(table=name, exact=True), resources)
-    if kind == "qdrant":
-        return QdrantStore(QdrantConfig(collection=name), resources)
-    if kind == "chroma":
-        return ChromaStore(ChromaConfig(collection=name), resources)
-    return LanceDBStore(LanceDBConfig(table=name), resources)
+class ChromaServer:
+    """A real Chroma server (``chroma run``) on 127.0.0.1 at an ephemeral port, its data in ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        code = "import sys, chromadb_rust_bindings; chromadb_rust_bindings.cli(sys.argv[1:])"
+        args = ["chroma", "run", "--path", str(path), "--host", "127.0.0.1", "--port", "0"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.url = f"http://127.0.0.1:{listening_port(self.process.pid)}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def listening_port(pid: int, timeout: float = 60.0) -> int:
+    """The TCP port process ``pid`` listens on (it was told port 0 and does not say which it got)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                return int(fields[1].rsplit(":", 1)[1], 16)
+        time.sleep(0.1)
+    raise TimeoutError(f"process {pid} did not listen within {timeout}s")
+
+
+class Stores:
+    """Makes stores of every kind: one state directory per kind; the Chroma server started on first use."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+        self._dirs: dict[str, Path] = {}
+        self._chroma: ChromaServer | None = None
+
+    def resources(self, kind: str) -> RunResources:
+        """Resources for a store of ``kind``: pgvector's reach the session's embedded server."""
+        if kind not in self._dirs:
+            self._dirs[kind] = self._factory.mktemp(kind)
+        return resources_for(self._dirs[kind]) if kind == "pgvector" else RunResources(self._dirs[kind])
+
+    def make(self, kind: str, resources: RunResources, name: str | None = None) -> VectorStorePort:
+        """A store of ``kind`` on ``resources``: the table or collection ``name``, by default a fresh one."""
+        name = name or unique_name()
+        if kind == "memory":
+            return MemoryStore()
+        if kind == "pgvector":
+            return PgvectorStore(PgvectorConfig(table=name, exact=True), resources)
+        if kind == "qdrant":
+            return QdrantStore(QdrantConfig(collection=name), resources)
+        if kind == "chroma":
+            return ChromaStore(ChromaConfig(collection=name), resources)
+        if kind == "chroma-server":
+            if self._chroma is None:
+                self._chroma = ChromaServer(self._factory.mktemp("chroma-server"))
+            return ChromaStore(ChromaConfig(collection=name, url=self._chroma.url), resources)
+        return LanceDBStore(LanceDBConfig(table=name), resources)
+
+    def close(self) -> None:
+        if self._chroma is not None:
+            self._chroma.stop()
 
 
 @pytest.fixture(scope="module")
-def state_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One state directory per store, shared by the module's tests."""
-    return {kind: tmp_path_factory.mktemp(kind) for kind in KINDS}
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    """The module's store maker; the Chroma server stops when the module is done."""
+    maker = Stores(tmp_path_factory)
+    yield maker
+    maker.close()
 
 
 @pytest.fixture(params=KINDS)
-async def new_store(request: pytest.FixtureRequest, state_dirs: dict[str, Path]) -> AsyncIterator[StoreFactory]:
+async def new_store(request: pytest.FixtureRequest, stores: Stores) -> AsyncIterator[StoreFactory]:
     """Makes empty stores of the parametrised kind; their clients close after the test."""
     kind: str = request.param
-    async with resources_of(kind, state_dirs) as resources:
-        yield lambda: make_store(kind, resources)
+    async with stores.resources(kind) as resources:
+        yield lambda: stores.make(kind, resources)
 
 
 async def ready(new_store: StoreFactory, fingerprint: Fingerprint = FP) -> VectorStorePort:
@@ -127,20 +190,15 @@ async def test_ensure_with_another_fingerprint_names_both(new_store: StoreFactor
     assert res.error.meta["configured"] == str(OTHER_FP)
 
 
-def resources_of(kind: str, state_dirs: dict[str, Path]) -> RunResources:
-    """Resources for a store of ``kind``: pgvector's reach the session's embedded server."""
-    return resources_for(state_dirs[kind]) if kind == "pgvector" else RunResources(state_dirs[kind])
-
-
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "memory"])  # memory's data lives in its object
-async def test_the_fingerprint_is_recorded_in_the_store(state_dirs: dict[str, Path], kind: str) -> None:
+async def test_the_fingerprint_is_recorded_in_the_store(stores: Stores, kind: str) -> None:
     name = unique_name()
-    async with resources_of(kind, state_dirs) as resources:
-        store = make_store(kind, resources, name)
+    async with stores.resources(kind) as resources:
+        store = stores.make(kind, resources, name)
         assert ok(await store.stored_fingerprint()()) == (False, None)
         assert await store.ensure(FP)() == Ok(None)
-    async with resources_of(kind, state_dirs) as resources:
-        reopened = make_store(kind, resources, name)
+    async with stores.resources(kind) as resources:
+        reopened = stores.make(kind, resources, name)
         assert ok(await reopened.stored_fingerprint()()) == (True, FP)
         res = await reopened.ensure(OTHER_FP)()
     assert isinstance(res, Err)
@@ -399,19 +457,17 @@ RANKED = [(k, m) for k in KINDS for m in ("keyword", "hybrid") if m in MODES[k]]
 
 
 @contextlib.asynccontextmanager
-async def opened(kind: str, state_dirs: dict[str, Path]) -> AsyncIterator[VectorStorePort]:
+async def opened(kind: str, stores: Stores) -> AsyncIterator[VectorStorePort]:
     """A fresh, prepared store of ``kind``, its clients closed on exit."""
-    async with resources_of(kind, state_dirs) as resources:
-        store = make_store(kind, resources)
+    async with stores.resources(kind) as resources:
+        store = stores.make(kind, resources)
         assert await store.ensure(FP)() == Ok(None)
         yield store
 
 
 @pytest.mark.parametrize(("kind", "mode"), UNRANKED)
-async def test_a_mode_the_store_cannot_rank_by_fails_naming_it(
-    state_dirs: dict[str, Path], kind: str, mode: RetrievalMode
-) -> None:
-    async with opened(kind, state_dirs) as store:
+async def test_a_mode_the_store_cannot_rank_by_fails_naming_it(stores: Stores, kind: str, mode: RetrievalMode) -> None:
+    async with opened(kind, stores) as store:
         await store.upsert([rec("a1", [1, 0, 0], "A")])()
         res = await store.query([1.0, 0.0, 0.0], 3, text="a", mode=mode)()
     assert isinstance(res, Err)
@@ -421,9 +477,9 @@ async def test_a_mode_the_store_cannot_rank_by_fails_naming_it(
 
 @pytest.mark.parametrize(("kind", "mode"), RANKED)
 async def test_a_text_mode_ranks_the_rows_holding_the_words_first(
-    state_dirs: dict[str, Path], kind: str, mode: RetrievalMode
+    stores: Stores, kind: str, mode: RetrievalMode
 ) -> None:
-    async with opened(kind, state_dirs) as store:
+    async with opened(kind, stores) as store:
         await store.upsert(
             [
                 rec("pets", [0, 1, 0], text="cats and dogs sleep all day", lang="en"),
@@ -468,16 +524,16 @@ def _tie_groups(result: list[QueryHit], k: int) -> list[tuple[float, frozenset[s
 @settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=RECORDS, query=NONZERO, k=st.integers(1, 6), lang=st.sampled_from([None, "en"]))
 async def test_every_store_answers_as_memory_does(
-    state_dirs: dict[str, Path],
+    stores: Stores,
     kind: str,
     records: list[tuple[str, list[int], str, str]],
     query: list[int],
     k: int,
     lang: str | None,
 ) -> None:
-    async with RunResources(state_dirs[kind]) as resources:
+    async with stores.resources(kind) as resources:
         answers = []
-        for store in (MemoryStore(), make_store(kind, resources)):
+        for store in (MemoryStore(), stores.make(kind, resources)):
             assert await store.ensure(FP)() == Ok(None)
             batch = [rec(rid, vec, source, lang=lg) for rid, vec, source, lg in records]
             written = ok(await store.upsert(batch)())
@@ -498,10 +554,10 @@ async def test_every_store_answers_as_memory_does(
 @pytest.mark.parametrize("kind", EMBEDDED)
 @pytest.mark.parametrize("value", [["x"], {"lang": "en"}, None, math.nan])
 async def test_a_filter_on_a_non_scalar_is_refused_naming_the_store_and_key(
-    state_dirs: dict[str, Path], kind: str, value: object
+    stores: Stores, kind: str, value: object
 ) -> None:
-    async with RunResources(state_dirs[kind]) as resources:
-        store = make_store(kind, resources)
+    async with stores.resources(kind) as resources:
+        store = stores.make(kind, resources)
         assert await store.ensure(FP)() == Ok(None)
         res = await store.query([1, 0, 0], 3, {"tags": value})()
     assert isinstance(res, Err)
