@@ -31,6 +31,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import TypeVar
 
+from funcpipe._redact import redact, redact_dsn
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import RunError
 from funcpipe.ports import Embedding, Fingerprint, QueryHit, RetrievalMode, VectorRecord
@@ -250,6 +251,21 @@ def fuse(rankings: Sequence[Sequence[QueryHit]], top_k: int) -> list[QueryHit]:
     return ranked(fused, top_k)
 
 
+def shown(url: str) -> str:
+    """``url`` fit for a message: a password written in it is masked."""
+    return redact_dsn(url)
+
+
+def redacted(info: ErrInfo, secrets: Sequence[str]) -> ErrInfo:
+    """``info`` with the store's key, URL passwords and credential shapes hidden from its text."""
+
+    def clean(text: str) -> str:
+        return redact(redact_dsn(text), secrets)
+
+    meta = {k: clean(v) if isinstance(v, str) else v for k, v in info.meta.items()}
+    return ErrInfo(info.code, clean(info.msg), meta)
+
+
 def guarded(
     describe: Callable[[BaseException, str], ErrInfo], doing: str, body: Callable[[], Awaitable[Result[T, ErrInfo]]]
 ) -> AsyncPlan[T]:
@@ -286,6 +302,8 @@ __all__ = [
     "pairs",
     "parse_fingerprint",
     "ranked",
+    "redacted",
+    "shown",
     "unit",
     "unrecorded",
     "unsupported_mode",

@@ -86,11 +86,20 @@ class ChromaStore:
         self._opening = asyncio.Lock()
         self._client_lock = asyncio.Lock()
         self._dim: int | None = None
+        self._secrets: list[str] = []
         self._name = config.collection
-        where = config.url or str(resources.state_dir / "chroma")
+        where = common.shown(config.url) if config.url else str(resources.state_dir / "chroma")
         self._where = f"chroma collection {self._name} at {where}"
 
     # -- plumbing --
+
+    def _key(self, env: str | None) -> str | None:
+        """The key ``env`` names, read now and remembered so that no error shows it."""
+        if env is None:
+            return None
+        value = self._resources.secret(env).get_secret_value()
+        self._secrets.append(value)
+        return value
 
     async def _open(self) -> tuple[Any, threading.Lock | None]:
         async with self._client_lock:
@@ -103,7 +112,7 @@ class ChromaStore:
         if self._config.url is not None:
             parts = urlsplit(self._config.url)
             key = self._config.api_key_env
-            headers = {"x-chroma-token": self._resources.secret(key).get_secret_value()} if key else None
+            headers = {"x-chroma-token": self._key(key)} if key else None
             self._client = await self._chroma.AsyncHttpClient(
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or (443 if parts.scheme == "https" else 8000),
@@ -145,7 +154,7 @@ class ChromaStore:
         return common.guarded(self._describe, doing, body)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
-        return error_info(exc, doing=f"{doing} {self._where}", collection=self._name)
+        return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)
 
     def _stored(self, collection: _Collection) -> Fingerprint | None:
         metadata = collection.collection.metadata or {}

@@ -74,11 +74,20 @@ class LanceDBStore:
         self._table: Any = None
         self._opening = asyncio.Lock()
         self._dim: int | None = None
+        self._secrets: list[str] = []
         self._name = config.table
         self._uri = config.uri or str(resources.state_dir / "lancedb")
-        self._where = f"lancedb table {self._name} at {self._uri}"
+        self._where = f"lancedb table {self._name} at {common.shown(self._uri)}"
 
     # -- plumbing --
+
+    def _key(self, env: str | None) -> str | None:
+        """The key ``env`` names, read now and remembered so that no error shows it."""
+        if env is None:
+            return None
+        value = self._resources.secret(env).get_secret_value()
+        self._secrets.append(value)
+        return value
 
     async def _connect(self) -> Any:
         if self._db is None:
@@ -86,7 +95,7 @@ class LanceDBStore:
             kwargs: dict[str, Any] = {}
             if self._uri.startswith("db://"):
                 kwargs = {
-                    "api_key": self._resources.secret(key).get_secret_value() if key else None,
+                    "api_key": self._key(key),
                     "region": self._config.region or "us-east-1",
                     "host_override": self._config.host_override,
                     # Retries belong to the stage's policy, which sees every attempt.
@@ -121,7 +130,7 @@ class LanceDBStore:
         return common.guarded(self._describe, doing, body)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
-        return error_info(exc, doing=f"{doing} {self._where}", table=self._name)
+        return common.redacted(error_info(exc, doing=f"{doing} {self._where}", table=self._name), self._secrets)
 
     async def _stored(self, table: Any) -> Fingerprint | None:
         schema = await table.schema()

@@ -118,11 +118,20 @@ class QdrantStore:
         self._client: _Client | None = None
         self._opening = asyncio.Lock()
         self._dim: int | None = None
+        self._secrets: list[str] = []
         self._name = config.collection
-        where = config.url or str(resources.state_dir / "qdrant")
+        where = common.shown(config.url) if config.url else str(resources.state_dir / "qdrant")
         self._where = f"qdrant collection {self._name} at {where}"
 
     # -- plumbing --
+
+    def _key(self, env: str | None) -> str | None:
+        """The key ``env`` names, read now and remembered so that no error shows it."""
+        if env is None:
+            return None
+        value = self._resources.secret(env).get_secret_value()
+        self._secrets.append(value)
+        return value
 
     async def _open(self) -> _Client:
         async with self._opening:
@@ -132,7 +141,7 @@ class QdrantStore:
                 key = self._config.api_key_env
                 client = self._qdrant.AsyncQdrantClient(
                     url=self._config.url,
-                    api_key=self._resources.secret(key).get_secret_value() if key else None,
+                    api_key=self._key(key),
                     timeout=max(1, int(self._config.request_timeout)),
                     # The check is a request of its own, and its failure a warning on stderr.
                     check_compatibility=False,
@@ -157,7 +166,7 @@ class QdrantStore:
         return common.guarded(self._describe, doing, run)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
-        return error_info(exc, doing=f"{doing} {self._where}", collection=self._name)
+        return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)
 
     async def _stored(self, client: _Client) -> tuple[bool, Fingerprint | None]:
         if not await client.call("collection_exists", collection_name=self._name):
