@@ -13,7 +13,8 @@ drops such rows). Queries scan exactly: no approximate index is built.
 Filters use the ``pairs`` column (see `funcpipe.adapters._store_common`).
 
 LanceDB ranks text itself, with no download: `ensure` builds a full-text
-index on ``text``, so ``keyword`` ranks by BM25 (the score is BM25's) and
+index on ``text`` (and, on later runs, compacts the table and updates the
+index), so ``keyword`` ranks by BM25 (the score is BM25's) and
 ``hybrid`` fuses the vector and keyword rankings by reciprocal rank fusion
 (the score is the fused one). Every call uses LanceDB's async API, so
 nothing blocks the event loop.
@@ -183,6 +184,11 @@ class LanceDBStore:
                 return Err(common.mismatch("lancedb table", self._name, "table", stored, fingerprint))
             if not any(index.columns == ["text"] for index in await table.list_indices()):
                 await table.create_index("text", config=self._lancedb.index.FTS())
+            elif await table.count_rows():
+                # Each upsert commits a small fragment, and rows written since the
+                # full-text index was built are searched by a scan: once per run,
+                # compact the last run's fragments and bring the index up to date.
+                await table.optimize()
             self._dim = fingerprint.dim
             return Ok(None)
 

@@ -205,6 +205,16 @@ async def test_the_fingerprint_is_recorded_in_the_store(stores: Stores, kind: st
     assert str(FP) in res.error.msg and str(OTHER_FP) in res.error.msg
 
 
+async def test_ensure_on_a_store_with_rows_keeps_them_and_their_answers(new_store: StoreFactory) -> None:
+    store = await ready(new_store)
+    for n in range(3):  # several commits, as several batches of a run make
+        await store.upsert([rec(f"r{n}{i}", [1, n, i], text=f"row {n} {i}") for i in range(3)])()
+    before = [(h.id, h.text, round(h.score, 5)) for h in await hits(store, [1, 1, 1])]
+    assert await store.ensure(FP)() == Ok(None)
+    assert ok(await store.count()()) == 9
+    assert [(h.id, h.text, round(h.score, 5)) for h in await hits(store, [1, 1, 1])] == before
+
+
 async def test_calls_before_ensure_are_db_errors(new_store: StoreFactory) -> None:
     store = new_store()
     for plan in (store.upsert([rec("a", [1, 0, 0])]), store.count(), store.query([1, 0, 0], 3)):
