@@ -125,8 +125,15 @@ class ChromaStore:
         else:
             path = self._resources.state_dir / "chroma"
             path.mkdir(parents=True, exist_ok=True)
-            self._client = await asyncio.to_thread(self._chroma.PersistentClient, path=str(path), settings=settings)
+            client = await asyncio.to_thread(self._chroma.PersistentClient, path=str(path), settings=settings)
+            self._client = client
             self._thread_lock = threading.Lock()
+
+            async def close() -> None:
+                # Clients of one directory share one system, stopped when the last one closes.
+                await asyncio.to_thread(client.close)
+
+            self._resources.close_later(close)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """A call on the client itself (collections are created and found there)."""
