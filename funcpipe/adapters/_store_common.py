@@ -210,10 +210,54 @@ def is_zero(vector: Sequence[float]) -> bool:
     return not any(vector)
 
 
+def _strings(value: object, path: str) -> list[tuple[str, str]]:
+    """Every string in a JSON-like value (keys included), with its dotted path."""
+    if isinstance(value, str):
+        return [(path, value)]
+    found: list[tuple[str, str]] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found.append((f"{path} key", str(k)))
+            found.extend(_strings(v, f"{path}.{k}"))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found.extend(_strings(v, f"{path}[{i}]"))
+    return found
+
+
+def unencodable(record: VectorRecord) -> ErrInfo | None:
+    """``BAD_INPUT`` for a record holding a lone surrogate, which no store can encode as UTF-8; else None.
+
+    Such a record fails alone, naming its field and the offset, instead of
+    failing its whole batch with the client's raw error.
+    """
+    fields = [("id", record.id), ("source_id", record.source_id), ("text", record.text)]
+    for field, text in fields + _strings(record.meta, "meta"):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = f"U+{ord(text[exc.start]):04X}"
+            return ErrInfo(
+                ErrCode.BAD_INPUT,
+                f"record {record.id}: {field} holds {char} (a lone surrogate) at offset {exc.start}, which cannot "
+                "be encoded as UTF-8; remove it upstream: a text.clean stage drops lone surrogates from the text "
+                "and the meta",
+                {"record": record.id, "field": field, "offset": exc.start, "char": char},
+            )
+    return None
+
+
 def checked(records: Sequence[VectorRecord], dim: int) -> Result[dict[str, VectorRecord], ErrInfo]:
-    """The last record of each id, or ``DB_ERROR`` for the first with a wrong dimension or a non-finite value."""
+    """The last record of each id, or the error for the first the store cannot hold, before anything is sent.
+
+    A wrong dimension or a non-finite value is ``DB_ERROR`` (as pgvector
+    says); a lone surrogate is ``BAD_INPUT`` (see `unencodable`).
+    """
     latest = {r.id: r for r in records}
     for r in latest.values():
+        refused = unencodable(r)
+        if refused is not None:
+            return Err(refused)
         if len(r.embedding) != dim:
             return Err(
                 ErrInfo(
@@ -305,6 +349,7 @@ __all__ = [
     "redacted",
     "shown",
     "unit",
+    "unencodable",
     "unrecorded",
     "unsupported_mode",
 ]

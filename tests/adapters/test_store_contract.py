@@ -283,6 +283,19 @@ async def test_upsert_rejects_nan_values(new_store: StoreFactory) -> None:
     assert res.error.code == ErrCode.DB_ERROR
 
 
+@pytest.mark.parametrize(("field", "meta"), [("text", {}), ("meta.title", {"title": "a\udc80b"})])
+async def test_a_record_no_store_can_encode_fails_alone_as_bad_input(
+    new_store: StoreFactory, field: str, meta: dict[str, object]
+) -> None:
+    store = await ready(new_store)
+    bad = rec("bad", [1, 0, 0], text="x\ud800y" if field == "text" else "fine", **meta)
+    res = await store.upsert([rec("good", [0, 1, 0]), bad])()
+    assert isinstance(res, Err)
+    assert res.error.code == ErrCode.BAD_INPUT
+    assert "record bad" in res.error.msg and field in res.error.msg and "surrogate" in res.error.msg
+    assert ok(await store.count()()) == 0
+
+
 async def test_any_string_id_round_trips(new_store: StoreFactory) -> None:
     store = await ready(new_store)
     ids = ["a" * 64, "with space/and:colon", "ünï'cödé\"", "0"]
