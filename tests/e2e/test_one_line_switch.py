@@ -294,13 +294,19 @@ STORES: dict[str, Callable[[RunResources], VectorStorePort]] = {
 """Each store variant (``examples/rag-<name>.yaml``) and its store as the example configures it."""
 
 
+VANISHED = "docs/cli.md"
+"""The document deleted before a store variant's third run."""
+
+
 @dataclass(frozen=True)
 class StoreOutcome:
-    """A store variant run twice, then queried; the rows its store held after each run."""
+    """A store variant run twice, queried, then run once more without one document; the rows after each run."""
 
     first: Outcome
     second: dict[str, Any]
-    rows: tuple[int, int]
+    third: dict[str, Any]
+    rows: tuple[int, int, int]
+    corpus: int
 
 
 def stored_rows(name: str, project: Path) -> int:
@@ -325,7 +331,14 @@ def _run_store(name: str, root: Path) -> StoreOutcome:
     assert second.returncode == 0, second.stderr
     second_report = json.loads((project / "second.json").read_text(encoding="utf-8"))
     asked = funcpipe("query", spec, QUESTION, "--json", environ=env())
-    return StoreOutcome(outcome(project, first, asked), second_report, (after_first, stored_rows(name, project)))
+    after_second = stored_rows(name, project)
+    corpus = len(corpus_paths(project))
+    (project / VANISHED).unlink()
+    third = funcpipe("run", spec, "--report", str(project / "third.json"), environ=env())
+    assert third.returncode == 0, third.stderr
+    third_report = json.loads((project / "third.json").read_text(encoding="utf-8"))
+    rows = (after_first, after_second, stored_rows(name, project))
+    return StoreOutcome(outcome(project, first, asked), second_report, third_report, rows, corpus)
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +357,7 @@ def _stage(report: dict[str, Any], stage: str) -> dict[str, Any]:
 def test_store_variant_stores_every_chunk_once(name: str, store_runs: dict[str, StoreOutcome]) -> None:
     done = store_runs[name]
     accounting = done.first.report["accounting"]
-    assert accounting["done"] == accounting["sources"] == len(corpus_paths(done.first.project))
+    assert accounting["done"] == accounting["sources"] == done.corpus
     assert done.first.report["dead_lettered"] == 0
     assert done.rows[0] == _stage(done.first.report, "chunk")["outputs"] > 0
 
@@ -358,6 +371,15 @@ def test_store_variant_second_run_embeds_nothing_and_adds_no_rows(
     assert (embed["inputs"], embed["calls"]) == (0, 0)
     assert done.second["accounting"]["skipped"] == done.first.report["accounting"]["sources"]
     assert done.rows[1] == done.rows[0]
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_deletes_the_rows_of_a_deleted_document(name: str, store_runs: dict[str, StoreOutcome]) -> None:
+    done = store_runs[name]
+    accounting = done.third["accounting"]
+    assert accounting["deleted"] == 1
+    assert accounting["deleted_chunks"] > 0
+    assert done.rows[2] == done.rows[1] - accounting["deleted_chunks"]
 
 
 @pytest.mark.parametrize("name", sorted(STORES))
