@@ -311,15 +311,27 @@ def redacted(info: ErrInfo, secrets: Sequence[str]) -> ErrInfo:
 
 
 def guarded(
-    describe: Callable[[BaseException, str], ErrInfo], doing: str, body: Callable[[], Awaitable[Result[T, ErrInfo]]]
+    describe: Callable[[BaseException, str], ErrInfo],
+    doing: str,
+    body: Callable[[], Awaitable[Result[T, ErrInfo]]],
+    timeout: float | None = None,
 ) -> AsyncPlan[T]:
-    """A plan running ``body`` that turns what the client raises into an `ErrInfo` (``describe``)."""
+    """A plan running ``body`` that turns what the client raises into an `ErrInfo` (``describe``).
+
+    With ``timeout`` (a server's stores), the call fails as ``TIMEOUT`` after
+    that many seconds: some clients set no timeout of their own, and others
+    cannot tell a timeout from a dropped connection.
+    """
 
     async def run() -> Result[T, ErrInfo]:
         try:
-            return await body()
+            if timeout is None:
+                return await body()
+            return await asyncio.wait_for(body(), timeout)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            return Err(ErrInfo(ErrCode.TIMEOUT, f"{doing}: no answer within {timeout:g}s", {"timeout": timeout}))
         except Exception as exc:
             return Err(describe(exc, doing))
 

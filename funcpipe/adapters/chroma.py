@@ -113,7 +113,7 @@ class ChromaStore:
             parts = urlsplit(self._config.url)
             key = self._config.api_key_env
             headers = {"x-chroma-token": self._key(key)} if key else None
-            self._client = await self._chroma.AsyncHttpClient(
+            connecting = self._chroma.AsyncHttpClient(
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or (443 if parts.scheme == "https" else 8000),
                 ssl=parts.scheme == "https",
@@ -122,6 +122,7 @@ class ChromaStore:
                 tenant=self._config.tenant,
                 database=self._config.database,
             )
+            self._client = await connecting
         else:
             path = self._resources.state_dir / "chroma"
             path.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,9 @@ class ChromaStore:
         return self._collection
 
     def _plan(self, doing: str, body: Callable[[], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
-        return common.guarded(self._describe, doing, body)
+        # Chroma's async client sets no timeout: a silent server would hang the call.
+        timeout = self._config.request_timeout if self._config.url is not None else None
+        return common.guarded(self._describe, doing, body, timeout)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
         return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)

@@ -337,7 +337,9 @@ class _ServerStoreConfig(AdapterConfig):
         False,
         description="Send the API key over plain http:// to a host that is not loopback (a trusted network only).",
     )
-    request_timeout: PositiveDuration = Field(30.0, description="Timeout of one request to a server.")
+    request_timeout: PositiveDuration = Field(
+        30.0, description="Timeout of one store call to a server (its requests together); none in embedded mode."
+    )
 
 
 class QdrantConfig(_ServerStoreConfig):

@@ -99,8 +99,10 @@ class LanceDBStore:
                     "api_key": self._key(key),
                     "region": self._config.region or "us-east-1",
                     "host_override": self._config.host_override,
-                    # Retries belong to the stage's policy, which sees every attempt.
-                    "client_config": {"retry_config": {"retries": 0}},
+                    "client_config": {
+                        # Retries belong to the stage's policy, which sees every attempt.
+                        "retry_config": {"retries": 0},
+                    },
                 }
             elif "://" not in self._uri:
                 await asyncio.to_thread(_mkdir, self._uri)
@@ -128,7 +130,9 @@ class LanceDBStore:
             return self._table
 
     def _plan(self, doing: str, body: Callable[[], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
-        return common.guarded(self._describe, doing, body)
+        # LanceDB's client reports a timeout as a failed read, like a dropped connection.
+        timeout = self._config.request_timeout if self._uri.startswith("db://") else None
+        return common.guarded(self._describe, doing, body, timeout)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
         return common.redacted(error_info(exc, doing=f"{doing} {self._where}", table=self._name), self._secrets)

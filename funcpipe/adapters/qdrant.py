@@ -163,7 +163,8 @@ class QdrantStore:
         async def run() -> Result[T, ErrInfo]:
             return await body(await self._open())
 
-        return common.guarded(self._describe, doing, run)
+        timeout = self._config.request_timeout if self._config.url is not None else None
+        return common.guarded(self._describe, doing, run, timeout)
 
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
         return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)

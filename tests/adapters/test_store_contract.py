@@ -610,15 +610,16 @@ class ChromaShapedServer(FakeServer):
         return Reply(status, json.dumps({"error": name, "message": message or name}).encode(), dict(headers or {}))
 
 
-def server_store(kind: str, url: str, resources: RunResources) -> VectorStorePort:
+def server_store(kind: str, url: str, resources: RunResources, timeout: float = 5) -> VectorStorePort:
     """A store of ``kind`` pointed at the server at ``url``."""
     if kind == "qdrant":
-        return QdrantStore(QdrantConfig(url=url, request_timeout=5), resources)
+        return QdrantStore(QdrantConfig(url=url, request_timeout=timeout), resources)
     if kind == "chroma":
-        return ChromaStore(ChromaConfig(url=url, request_timeout=5), resources)
-    return LanceDBStore(
-        LanceDBConfig(uri="db://funcpipe-test", host_override=url, api_key_env="FUNCPIPE_TEST_LANCEDB_KEY"), resources
+        return ChromaStore(ChromaConfig(url=url, request_timeout=timeout), resources)
+    config = LanceDBConfig(
+        uri="db://funcpipe-test", host_override=url, api_key_env="FUNCPIPE_TEST_LANCEDB_KEY", request_timeout=timeout
     )
+    return LanceDBStore(config, resources)
 
 
 FAULTS = {
@@ -649,6 +650,20 @@ async def test_a_server_fault_is_classified(tmp_path: Path, kind: str, fault: st
             res = await server_store(kind, server.url, resources).ensure(FP)()
     assert isinstance(res, Err)
     assert res.error.code == code, res.error
+
+
+@pytest.mark.parametrize("kind", EMBEDDED)
+async def test_a_server_that_does_not_answer_times_out(tmp_path: Path, kind: str, lancedb_key: str) -> None:
+    server_type = ChromaShapedServer if kind == "chroma" else FakeServer
+    with server_type(api_key=None) as server:
+        server.script(*[Fault.slow(30)] * 5)
+        async with RunResources(tmp_path) as resources:
+            started = time.monotonic()
+            res = await server_store(kind, server.url, resources, timeout=1).count()()
+            waited = time.monotonic() - started
+    assert isinstance(res, Err)
+    assert res.error.code == ErrCode.TIMEOUT, res.error
+    assert waited < 20  # the store's request_timeout (1s), not the server's 30s, with room for a loaded machine
 
 
 @pytest.fixture
