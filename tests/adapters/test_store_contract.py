@@ -3,10 +3,9 @@
 Each store is real: pgvector on the session's embedded PostgreSQL (with
 ``exact: true``, so its answers are exact), Qdrant in local mode, Chroma's
 persistent client and a local Chroma server (``chroma run``), and LanceDB
-on a directory. Each test gets a fresh table
-or collection; the embedded stores share one state directory per module.
-Faults are real too: a server that answers with errors, one that resets the
-connection, a port nobody listens on, a directory in use by another process.
+on a directory. Each test gets a fresh table or collection; the embedded
+stores share one state directory per module. That faults are classified,
+each a real one, is in test_store_faults.py.
 
 Tests beyond the contract live beside each store's own tests
 (tests/adapters/test_pgvector.py, test_stores.py for memory and pgvector's
@@ -15,16 +14,13 @@ jsonb containment).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -40,7 +36,6 @@ from funcpipe.adapters.qdrant import QdrantStore
 from funcpipe.core import Err, ErrCode, Ok, Result
 from funcpipe.ports import Fingerprint, QueryHit, RetrievalMode, VectorRecord, VectorStorePort
 from funcpipe.run.resources import RunResources
-from tests.fakes import FakeServer, Fault, Reply
 from tests.pg import resources_for, unique_name
 
 FP = Fingerprint("hashing", "v1-c3-5-w2", 3)
@@ -586,132 +581,3 @@ async def test_a_filter_on_a_non_scalar_is_refused_naming_the_store_and_key(
     assert isinstance(res, Err)
     assert res.error.code == ErrCode.SERVICE_SPECIFIC
     assert kind in res.error.msg and "'tags'" in res.error.msg
-
-
-# -- faults are classified --------------------------------------------------------------------------------
-
-CHROMA_ERRORS = {400: "InvalidArgumentError", 401: "AuthError", 403: "AuthorizationError", 429: "RateLimitError"}
-
-
-class ChromaShapedServer(FakeServer):
-    """Answers every request with the fault scripted, in the shape of a Chroma server's errors."""
-
-    provider = "chroma"
-
-    def error_reply(
-        self,
-        status: int,
-        message: str | None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        error_type: str | None = None,
-    ) -> Reply:
-        name = CHROMA_ERRORS.get(status, "InternalError" if status >= 500 else "ChromaError")
-        return Reply(status, json.dumps({"error": name, "message": message or name}).encode(), dict(headers or {}))
-
-
-def server_store(kind: str, url: str, resources: RunResources, timeout: float = 5) -> VectorStorePort:
-    """A store of ``kind`` pointed at the server at ``url``."""
-    if kind == "qdrant":
-        return QdrantStore(QdrantConfig(url=url, request_timeout=timeout), resources)
-    if kind == "chroma":
-        return ChromaStore(ChromaConfig(url=url, request_timeout=timeout), resources)
-    config = LanceDBConfig(
-        uri="db://funcpipe-test", host_override=url, api_key_env="FUNCPIPE_TEST_LANCEDB_KEY", request_timeout=timeout
-    )
-    return LanceDBStore(config, resources)
-
-
-FAULTS = {
-    "500": (Fault.server_error(), ErrCode.TRANSIENT),
-    "503": (Fault.server_error(503), ErrCode.TRANSIENT),
-    "401": (Fault.auth(), ErrCode.AUTH),
-    "400": (Fault.bad_request(), ErrCode.SERVICE_SPECIFIC),
-    "429": (Fault.rate_limit(retry_after="1"), ErrCode.RATE_LIMIT),
-    "reset": (Fault.reset(), ErrCode.TRANSIENT),
-}
-
-
-@pytest.fixture
-def lancedb_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    """The key the LanceDB server stores read (LanceDB Cloud requires one)."""
-    monkeypatch.setenv("FUNCPIPE_TEST_LANCEDB_KEY", "ldb-test-key")
-    return "ldb-test-key"
-
-
-@pytest.mark.parametrize("kind", EMBEDDED)
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-async def test_a_server_fault_is_classified(tmp_path: Path, kind: str, fault: str, lancedb_key: str) -> None:
-    injected, code = FAULTS[fault]
-    server_type = ChromaShapedServer if kind == "chroma" else FakeServer
-    with server_type(api_key=None) as server:
-        server.script(*[injected] * 20)
-        async with RunResources(tmp_path) as resources:
-            res = await server_store(kind, server.url, resources).ensure(FP)()
-    assert isinstance(res, Err)
-    assert res.error.code == code, res.error
-
-
-@pytest.mark.parametrize("kind", EMBEDDED)
-async def test_a_server_that_does_not_answer_times_out(tmp_path: Path, kind: str, lancedb_key: str) -> None:
-    server_type = ChromaShapedServer if kind == "chroma" else FakeServer
-    with server_type(api_key=None) as server:
-        server.script(*[Fault.slow(30)] * 5)
-        async with RunResources(tmp_path) as resources:
-            started = time.monotonic()
-            res = await server_store(kind, server.url, resources, timeout=1).count()()
-            waited = time.monotonic() - started
-    assert isinstance(res, Err)
-    assert res.error.code == ErrCode.TIMEOUT, res.error
-    assert waited < 20  # the store's request_timeout (1s), not the server's 30s, with room for a loaded machine
-
-
-@pytest.fixture
-def dead_url() -> Iterator[str]:
-    """The URL of a port on 127.0.0.1 that nobody listens on (it was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-
-
-@pytest.mark.parametrize("kind", EMBEDDED)
-async def test_a_server_nobody_listens_on_is_transient(
-    tmp_path: Path, kind: str, dead_url: str, lancedb_key: str
-) -> None:
-    async with RunResources(tmp_path) as resources:
-        res = await server_store(kind, dead_url, resources).count()()
-    assert isinstance(res, Err)
-    assert res.error.code == ErrCode.TRANSIENT, res.error
-
-
-async def test_a_lancedb_directory_that_is_a_file_is_fatal(tmp_path: Path) -> None:
-    taken = tmp_path / "not-a-directory"
-    taken.write_text("x", encoding="utf-8")
-    async with RunResources(tmp_path) as resources:
-        res = await LanceDBStore(LanceDBConfig(uri=str(taken / "db")), resources).ensure(FP)()
-    assert isinstance(res, Err)
-    assert res.error.code == ErrCode.FATAL_DB, res.error
-
-
-async def test_qdrant_local_storage_held_by_another_process_is_a_clear_db_error(tmp_path: Path) -> None:
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from qdrant_client import QdrantClient; c = QdrantClient(path=sys.argv[1]); "
-        "print('held', flush=True); sys.stdin.read()",
-        str(tmp_path / "qdrant"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    try:
-        assert holder.stdout is not None
-        assert (await asyncio.wait_for(holder.stdout.readline(), 60)).strip() == b"held"
-        async with RunResources(tmp_path) as resources:
-            res = await QdrantStore(QdrantConfig(), resources).ensure(FP)()
-    finally:
-        await asyncio.wait_for(holder.communicate(b""), 60)
-    assert isinstance(res, Err)
-    assert res.error.code == ErrCode.DB_ERROR
-    assert "one process at a time" in res.error.msg
