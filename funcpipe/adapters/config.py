@@ -121,6 +121,37 @@ def insecure_key_transport(url: str) -> str | None:
     return host or url
 
 
+def refuse_key_in_clear(model: str, field: str, url: str | None, key_env: str | None, allowed: bool) -> None:
+    """Refuse a config that would send the key in ``key_env`` over plain http to a host that is not loopback.
+
+    Raises:
+        ValidationError: located at ``field``, naming the host and the variable (never its value).
+    """
+    host = insecure_key_transport(url) if url and key_env and not allowed else None
+    if host is None:
+        return
+    # Raised as a ValidationError so the error is located at the URL's field, not at the adapter.
+    raise ValidationError.from_exception_data(
+        model,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "insecure_http",
+                    "plain http:// to {host} would send the API key ({env}) in clear",
+                    {
+                        "host": host,
+                        "env": key_env,
+                        "hint": "use https://; or, on a trusted network, set `allow_insecure_http: true` "
+                        "on this adapter; or `api_key_env: null` if the server needs no key",
+                    },
+                ),
+                loc=(field,),
+                input=url,
+            )
+        ],
+    )
+
+
 MAX_CHARS_PER_TOKEN = 100.0
 """Characters per token at most (no tokenizer packs more)."""
 
@@ -189,29 +220,8 @@ class _HTTPConfig(AdapterConfig):
 
     @model_validator(mode="after")
     def _key_in_clear(self) -> Self:
-        host = insecure_key_transport(self.base_url) if self.api_key_env and not self.allow_insecure_http else None
-        if host is None:
-            return self
-        # Raised as a ValidationError so the error is located at base_url, not at the adapter.
-        raise ValidationError.from_exception_data(
-            type(self).__name__,
-            [
-                InitErrorDetails(
-                    type=PydanticCustomError(
-                        "insecure_http",
-                        "plain http:// to {host} would send the API key ({env}) in clear",
-                        {
-                            "host": host,
-                            "env": self.api_key_env,
-                            "hint": "use https://; or, on a trusted network, set `allow_insecure_http: true` "
-                            "on this adapter; or `api_key_env: null` if the server needs no key",
-                        },
-                    ),
-                    loc=("base_url",),
-                    input=self.base_url,
-                )
-            ],
-        )
+        refuse_key_in_clear(type(self).__name__, "base_url", self.base_url, self.api_key_env, self.allow_insecure_http)
+        return self
 
 
 class OpenAIConfig(_HTTPConfig):
@@ -323,6 +333,91 @@ class MemoryConfig(AdapterConfig):
     kind: Literal["memory"] = "memory"
 
 
+_QDRANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+# Chroma's own rule for collection names.
+_CHROMA_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{1,510})[A-Za-z0-9]")
+_LANCE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def _name_check(pattern: re.Pattern[str], rule: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value[:60]!r} is not a valid name here: use {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+class _ServerStoreConfig(AdapterConfig):
+    """A vector store that runs embedded under ``.funcpipe/`` unless a server is named."""
+
+    api_key_env: str | None = Field(None, description="Environment variable holding the server's API key.")
+    allow_insecure_http: bool = Field(
+        False,
+        description="Send the API key over plain http:// to a host that is not loopback (a trusted network only).",
+    )
+    request_timeout: PositiveDuration = Field(
+        30.0, description="Timeout of one store call to a server (its requests together); none in embedded mode."
+    )
+
+
+class QdrantConfig(_ServerStoreConfig):
+    """Qdrant. With no ``url``, Qdrant's local mode under ``.funcpipe/qdrant`` (one process at a time)."""
+
+    kind: Literal["qdrant"] = "qdrant"
+    collection: Annotated[str, _name_check(_QDRANT_NAME, "letters, digits, _ and -, at most 255")] = Field(
+        "chunks", description="Collection name."
+    )
+    url: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:6333; omit for local mode.")
+
+    @model_validator(mode="after")
+    def _key_in_clear(self) -> Self:
+        refuse_key_in_clear(type(self).__name__, "url", self.url, self.api_key_env, self.allow_insecure_http)
+        return self
+
+
+class ChromaConfig(_ServerStoreConfig):
+    """Chroma. With no ``url``, a persistent client under ``.funcpipe/chroma``; telemetry is always off."""
+
+    kind: Literal["chroma"] = "chroma"
+    collection: Annotated[
+        str, _name_check(_CHROMA_NAME, "3 to 512 letters, digits, ., _ and -, starting and ending alphanumeric")
+    ] = Field("chunks", description="Collection name.")
+    url: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8000; omit for the embedded client.")
+    tenant: str = Field("default_tenant", min_length=1, max_length=256, description="Server tenant.")
+    database: str = Field("default_database", min_length=1, max_length=256, description="Server database.")
+
+    @model_validator(mode="after")
+    def _key_in_clear(self) -> Self:
+        refuse_key_in_clear(type(self).__name__, "url", self.url, self.api_key_env, self.allow_insecure_http)
+        return self
+
+
+class LanceDBConfig(_ServerStoreConfig):
+    """LanceDB. With no ``uri``, embedded under ``.funcpipe/lancedb``; keyword and hybrid ranking built in."""
+
+    kind: Literal["lancedb"] = "lancedb"
+    table: Annotated[str, _name_check(_LANCE_NAME, "letters, digits, _, - and ., at most 128")] = Field(
+        "chunks", description="Table name."
+    )
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="A directory, an object store (s3://...), or db://<name> for LanceDB Cloud; "
+        "omit for the embedded database.",
+    )
+    region: str | None = Field(None, max_length=64, description="LanceDB Cloud region (db:// only).")
+    host_override: str | None = Field(None, max_length=4096, description="LanceDB Enterprise server URL (db:// only).")
+
+    @model_validator(mode="after")
+    def _key_in_clear(self) -> Self:
+        refuse_key_in_clear(
+            type(self).__name__, "host_override", self.host_override, self.api_key_env, self.allow_insecure_http
+        )
+        return self
+
+
 class ExtractiveConfig(AdapterConfig):
     """Offline answerer: returns the best passages with their sources and scores."""
 
@@ -410,6 +505,9 @@ BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     "anthropic": AnthropicConfig,
     "pgvector": PgvectorConfig,
     "memory": MemoryConfig,
+    "qdrant": QdrantConfig,
+    "chroma": ChromaConfig,
+    "lancedb": LanceDBConfig,
     "extractive": ExtractiveConfig,
     "scripted": ScriptedConfig,
 }

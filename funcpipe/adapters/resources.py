@@ -41,6 +41,10 @@ class Resources(Protocol):
         """
         ...
 
+    def close_later(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Have ``close`` awaited when the run ends (a client an adapter opened itself)."""
+        ...
+
     def secret(self, env_name: str) -> SecretStr:
         """The value of an environment variable, read now, as a `SecretStr`.
 

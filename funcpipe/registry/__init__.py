@@ -434,6 +434,9 @@ def builtin_registry() -> Registry:
         "anthropic": (GeneratePort,),
         "pgvector": (VectorStorePort,),
         "memory": (VectorStorePort,),
+        "qdrant": (VectorStorePort,),
+        "chroma": (VectorStorePort,),
+        "lancedb": (VectorStorePort,),
         "extractive": (GeneratePort,),
         "scripted": (EmbedPort, GeneratePort),
     }

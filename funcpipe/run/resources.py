@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -375,6 +375,14 @@ class RunResources:
             self._stack.push_async_callback(client.aclose)
             self._http = client
         return self._http
+
+    def close_later(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Have ``close`` awaited when the run ends, with the pools and the HTTP client.
+
+        For a client an adapter opens itself (a vector store's own client).
+        """
+        self._check_open()
+        self._stack.push_async_callback(close)
 
     async def embedded_dsn(self) -> str:
         """The DSN of the embedded server, starting it on the first call of the run.

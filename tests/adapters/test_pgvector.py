@@ -1,4 +1,4 @@
-"""Tests of funcpipe.adapters.pgvector beyond the shared store contract (tests/adapters/test_stores.py)."""
+"""Tests of funcpipe.adapters.pgvector beyond the store contract (tests/adapters/test_store_contract.py)."""
 
 from __future__ import annotations
 

@@ -4,14 +4,18 @@ Each provider variant ingests the project's docs through its local server
 (``base_url`` from the environment, the API key a canary) into its own
 embedded pgvector, then answers a question from them. The external-PostgreSQL
 variant writes to a second embedded server, started by the test and reached
-only through ``DATABASE_URL``, as if it were external.
+only through ``DATABASE_URL``, as if it were external. The Qdrant, Chroma and
+LanceDB variants ingest into their embedded stores under ``.funcpipe/``, run
+again to show that nothing is embedded or added twice, and answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -19,6 +23,13 @@ from typing import Any
 
 import pytest
 
+from funcpipe.adapters.chroma import ChromaStore
+from funcpipe.adapters.config import ChromaConfig, LanceDBConfig, QdrantConfig
+from funcpipe.adapters.lancedb import LanceDBStore
+from funcpipe.adapters.qdrant import QdrantStore
+from funcpipe.core import Ok
+from funcpipe.ports import VectorStorePort
+from funcpipe.run.resources import RunResources
 from tests.e2e._support import (
     ANSWERING_DOC,
     CANARY,
@@ -77,6 +88,9 @@ SWITCHED = {
     "rag-ollama.yaml": "  embedder:",
     "rag-cohere.yaml": "  embedder:",
     "rag-postgres.yaml": "  store:",
+    "rag-qdrant.yaml": "  store:",
+    "rag-chroma.yaml": "  store:",
+    "rag-lancedb.yaml": "  store:",
 }
 """Each example and the adapter line it changes."""
 
@@ -268,6 +282,118 @@ def test_postgres_variant_starts_no_embedded_server(postgres_run: tuple[Outcome,
 def test_postgres_variant_answers_from_the_external_server(postgres_run: tuple[Outcome, list[dict[str, Any]]]) -> None:
     done, _ = postgres_run
     assert done.answer["sources"][0]["meta"]["path"] == ANSWERING_DOC
+
+
+# -- the embedded stores, run twice ----------------------------------------------------------
+
+STORES: dict[str, Callable[[RunResources], VectorStorePort]] = {
+    "qdrant": lambda resources: QdrantStore(QdrantConfig(collection="chunks"), resources),
+    "chroma": lambda resources: ChromaStore(ChromaConfig(collection="chunks"), resources),
+    "lancedb": lambda resources: LanceDBStore(LanceDBConfig(table="chunks"), resources),
+}
+"""Each store variant (``examples/rag-<name>.yaml``) and its store as the example configures it."""
+
+
+VANISHED = "docs/cli.md"
+"""The document deleted before a store variant's third run."""
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """A store variant run twice, queried, then run once more without one document; the rows after each run."""
+
+    first: Outcome
+    second: dict[str, Any]
+    third: dict[str, Any]
+    rows: tuple[int, int, int]
+    corpus: int
+
+
+def stored_rows(name: str, project: Path) -> int:
+    """The rows the example's store holds, read through its adapter once the runs are over."""
+
+    async def count() -> int:
+        async with RunResources(project / "examples" / ".funcpipe") as resources:
+            res = await STORES[name](resources).count()()
+        assert isinstance(res, Ok), res
+        return res.value
+
+    return asyncio.run(count())
+
+
+def _run_store(name: str, root: Path) -> StoreOutcome:
+    example = f"rag-{name}.yaml"
+    project = project_for(root, example)
+    spec = str(project / "examples" / example)
+    first = funcpipe("run", spec, "--report", str(project / "report.json"), environ=env())
+    after_first = stored_rows(name, project) if first.returncode == 0 else -1
+    second = funcpipe("run", spec, "--report", str(project / "second.json"), environ=env())
+    assert second.returncode == 0, second.stderr
+    second_report = json.loads((project / "second.json").read_text(encoding="utf-8"))
+    asked = funcpipe("query", spec, QUESTION, "--json", environ=env())
+    after_second = stored_rows(name, project)
+    corpus = len(corpus_paths(project))
+    (project / VANISHED).unlink()
+    third = funcpipe("run", spec, "--report", str(project / "third.json"), environ=env())
+    assert third.returncode == 0, third.stderr
+    third_report = json.loads((project / "third.json").read_text(encoding="utf-8"))
+    rows = (after_first, after_second, stored_rows(name, project))
+    return StoreOutcome(outcome(project, first, asked), second_report, third_report, rows, corpus)
+
+
+@pytest.fixture(scope="module")
+def store_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StoreOutcome]:
+    """Every store variant run twice and queried, the variants side by side (each its own project)."""
+    with ThreadPoolExecutor(len(STORES)) as pool:
+        futures = {name: pool.submit(_run_store, name, tmp_path_factory.mktemp(name)) for name in STORES}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _stage(report: dict[str, Any], stage: str) -> dict[str, Any]:
+    return next(s for s in report["stages"] if s["id"] == stage)
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_stores_every_chunk_once(name: str, store_runs: dict[str, StoreOutcome]) -> None:
+    done = store_runs[name]
+    accounting = done.first.report["accounting"]
+    assert accounting["done"] == accounting["sources"] == done.corpus
+    assert done.first.report["dead_lettered"] == 0
+    assert done.rows[0] == _stage(done.first.report, "chunk")["outputs"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_second_run_embeds_nothing_and_adds_no_rows(
+    name: str, store_runs: dict[str, StoreOutcome]
+) -> None:
+    done = store_runs[name]
+    embed = _stage(done.second, "embed")
+    assert (embed["inputs"], embed["calls"]) == (0, 0)
+    assert done.second["accounting"]["skipped"] == done.first.report["accounting"]["sources"]
+    assert done.rows[1] == done.rows[0]
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_deletes_the_rows_of_a_deleted_document(name: str, store_runs: dict[str, StoreOutcome]) -> None:
+    done = store_runs[name]
+    accounting = done.third["accounting"]
+    assert accounting["deleted"] == 1
+    assert accounting["deleted_chunks"] > 0
+    assert done.rows[2] == done.rows[1] - accounting["deleted_chunks"]
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_answers_from_the_section_that_answers(name: str, store_runs: dict[str, StoreOutcome]) -> None:
+    assert store_runs[name].first.answer["sources"][0]["meta"]["path"] == ANSWERING_DOC
+
+
+@pytest.mark.parametrize("name", sorted(STORES))
+def test_store_variant_keeps_its_data_under_the_state_dir_and_starts_no_postgres(
+    name: str, store_runs: dict[str, StoreOutcome]
+) -> None:
+    state = store_runs[name].first.project / "examples" / ".funcpipe"
+    assert (state / name).is_dir()
+    assert not (state / "pgdata").exists()
 
 
 # -- a rejected key ------------------------------------------------------------------------

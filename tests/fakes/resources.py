@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class FakeResources:
         self.state_dir = state_dir or Path(".funcpipe")
         self.clock = clock
         self.secrets_read: list[str] = []
+        self.to_close: list[Callable[[], Awaitable[object]]] = []
 
     async def http_client(self) -> httpx.AsyncClient:
         """The client given at construction."""
@@ -53,6 +54,15 @@ class FakeResources:
     async def pg_pool(self, dsn: str | None, *, max_size: int = 4, init: Any = None) -> Any:
         """No database here."""
         raise ResourceError("FakeResources has no database")
+
+    def close_later(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Keep ``close`` in `to_close`; the test awaits it (or `aclose`) when it is done."""
+        self.to_close.append(close)
+
+    async def aclose(self) -> None:
+        """Await what adapters asked to have closed, newest first."""
+        while self.to_close:
+            await self.to_close.pop()()
 
     def secret(self, env_name: str) -> SecretStr:
         """The variable's value, read now.
