@@ -45,7 +45,12 @@ class StageKind:
         prepare: ``(config, ctx) -> AsyncPlan[None] | None``, or its import
             path: what to do once, before any source is read (a store's
             ``ensure`` for its embedder's fingerprint). None if nothing.
-        default_batch: the batch size it uses when the spec sets no ``batch:``.
+        default_batch: the batch size it uses when the spec sets no ``batch:``
+            (or ``size: auto``) and its adapter declares no request limits.
+        fill_requests: True if its batches are its adapter's requests: with
+            ``size: auto`` (the default) a batch fills one request up to the
+            limits the adapter's config declares (`AdapterConfig.request_limits`:
+            inputs, and estimated tokens), and a larger ``batch.size`` is a spec error.
     """
 
     name: str
@@ -59,6 +64,7 @@ class StageKind:
     origins: bool = False
     prepare: str | Callable[..., Any] | None = None
     default_batch: int | None = None
+    fill_requests: bool = False
 
     def load_factory(self) -> Callable[..., Any]:
         """The factory callable, importing it if it was given by path."""
@@ -249,6 +255,7 @@ def _builtins() -> Registry:
             needs=EmbedPort,
             external=True,
             default_batch=64,
+            fill_requests=True,
             description="Embed each item's text.",
         ),
         StageKind(
