@@ -45,6 +45,11 @@ class StageKind:
         prepare: ``(config, ctx) -> AsyncPlan[None] | None``, or its import
             path: what to do once, before any source is read (a store's
             ``ensure`` for its embedder's fingerprint). None if nothing.
+        finish: ``(config, ctx) -> AsyncPlan[object] | None``, or its import
+            path: what to do once after the stream has drained (a store's
+            deferred index build); never after a run that stopped early, so
+            it must be idempotent and the next run's ``prepare`` must cope
+            with its absence. None if nothing.
         default_batch: the batch size it uses when the spec sets no ``batch:``
             (or ``size: auto``) and its adapter declares no request limits.
         fill_requests: True if its batches are its adapter's requests: with
@@ -65,6 +70,7 @@ class StageKind:
     prepare: str | Callable[..., Any] | None = None
     default_batch: int | None = None
     fill_requests: bool = False
+    finish: str | Callable[..., Any] | None = None
 
     def load_factory(self) -> Callable[..., Any]:
         """The factory callable, importing it if it was given by path."""
@@ -74,6 +80,11 @@ class StageKind:
     def load_prepare(self) -> Callable[..., Any] | None:
         """The prepare step, importing it if it was given by path; None if the kind has none."""
         f = self.prepare
+        return resolve_import(f) if isinstance(f, str) else f
+
+    def load_finish(self) -> Callable[..., Any] | None:
+        """The finish step, importing it if it was given by path; None if the kind has none."""
+        f = self.finish
         return resolve_import(f) if isinstance(f, str) else f
 
     @property
@@ -268,6 +279,7 @@ def _builtins() -> Registry:
             embedder=True,
             origins=True,
             prepare=f"{s}.vectors:prepare_upsert",
+            finish=f"{s}.vectors:finish_upsert",
             default_batch=256,
             description="Upsert embedded chunks into a vector store.",
         ),

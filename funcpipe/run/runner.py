@@ -34,7 +34,13 @@ from funcpipe.run.accounting import Accounting, Failures, StageStats
 from funcpipe.run.deadletter import DeadLetters
 from funcpipe.run.events import EventHub
 from funcpipe.run.ledger import FLUSH_SECONDS, Ledger
-from funcpipe.run.preflight import check_outputs, check_source_stages, missing_credentials, prepare_stages
+from funcpipe.run.preflight import (
+    check_outputs,
+    check_source_stages,
+    finish_stages,
+    missing_credentials,
+    prepare_stages,
+)
 from funcpipe.run.redact import Redactor
 from funcpipe.run.report import RunReport
 from funcpipe.run.reporting import build_report, write_report
@@ -130,6 +136,7 @@ class Runner:
             lambda: self.acct.unsettled,
         )
         self._adapters: LazyAdapters | None = None
+        self._contexts: dict[str, StageContext] = {}
         self._flusher: asyncio.TimerHandle | None = None
 
     @property
@@ -239,7 +246,7 @@ class Runner:
         adapters = LazyAdapters(self.pipeline, resources)
         check_source_stages(self.pipeline)
         self._adapters = adapters
-        contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
+        contexts = self._contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
         await prepare_stages(self.pipeline, contexts, clock=self.options.clock, events=self.events)
 
         def build(st: CompiledStage, upstream: AsyncGen[Item]) -> AsyncGen[Item]:
@@ -278,6 +285,8 @@ class Runner:
                     self.acct.finish()
                     if not self.stop.is_set() and self._adapters is not None:
                         await self.sync.run(self.ledger, self._adapters, clock=self.options.clock, events=self.events)
+                        # After the sync's deletions: a deferred index is built over the rows that stay.
+                        await finish_stages(self.pipeline, self._contexts, clock=self.options.clock, events=self.events)
         except* _NotStarted as eg:
             # Nothing was done: there is no outcome to report, only the reason.
             raise eg.exceptions[0] from None

@@ -22,7 +22,7 @@ from funcpipe.core import (
     stable_id,
 )
 from funcpipe.policy.batching import WHOLE_CALL
-from funcpipe.ports import EmbedPort, Fingerprint, VectorRecord, VectorStorePort
+from funcpipe.ports import BulkLoadStore, EmbedPort, Fingerprint, VectorRecord, VectorStorePort
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import EmbedConfig, UpsertConfig, VectorQueryConfig
 
@@ -216,6 +216,15 @@ def prepare_upsert(_config: UpsertConfig, ctx: StageContext) -> AsyncPlan[None] 
     if ctx.embedder is None:
         return None
     return cast(VectorStorePort, ctx.adapter).ensure(ctx.embedder.fingerprint)
+
+
+def finish_upsert(_config: UpsertConfig, ctx: StageContext) -> AsyncPlan[bool] | None:
+    """The store's ``finish_load`` (its deferred vector index), once the stream has drained.
+
+    None for a store that defers nothing.
+    """
+    store = ctx.adapter
+    return store.finish_load() if isinstance(store, BulkLoadStore) else None
 
 
 async def _delete_stale(
