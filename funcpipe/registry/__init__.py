@@ -309,6 +309,7 @@ def _builtins() -> Registry:
             sc.JsonlSinkConfig,
             f"{s}.sinks:sink_jsonl",
             "sink",
+            prepare=f"{s}.sinks:prepare_sink_jsonl",
             default_batch=256,
             description="Write items to a JSON Lines file.",
         ),

@@ -119,7 +119,8 @@ async def prepare_stages(
         runtime = PolicyRuntime(st.policy, clock=clock, events=events, stage=st.id)
         res = await runtime.apply(plan)()
         if isinstance(res, Err):
-            raise RunError(f"stage {st.id}: cannot prepare adapter {st.adapter!r}: {res.error.code}: {res.error.msg}")
+            what = f"adapter {st.adapter!r}" if st.adapter else st.kind.name
+            raise RunError(f"stage {st.id}: cannot prepare {what}: {res.error.code}: {res.error.msg}")
         ctx.prepared = True
 
 
