@@ -287,6 +287,8 @@ class Runner:
                         await self.sync.run(self.ledger, self._adapters, clock=self.options.clock, events=self.events)
                         # After the sync's deletions: a deferred index is built over the rows that stay.
                         await finish_stages(self.pipeline, self._contexts, clock=self.options.clock, events=self.events)
+                        for sid, key in self.pipeline.resume_keys.items():
+                            self.ledger.prune_superseded(self.pipeline.origins[sid], key)
         except* _NotStarted as eg:
             # Nothing was done: there is no outcome to report, only the reason.
             raise eg.exceptions[0] from None
