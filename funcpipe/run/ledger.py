@@ -31,7 +31,9 @@ over once, on the first open.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -41,7 +43,7 @@ FLUSH_EVERY = 2048
 FLUSH_SECONDS = 0.25
 
 _OUTCOMES = {"done": 1, "failed": 2, "filtered": 3, "unfinished": 4}
-_HEX = frozenset("0123456789abcdef")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 _SCHEMA = (
     # owner: the source stage (<pipeline>/<stage>) whose current key this is, once a run drained under it.
@@ -57,12 +59,12 @@ _SCHEMA = (
 _RECORD = (
     "INSERT OR REPLACE INTO settled (key, source, source_id, content, outcome, run, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_IS_DONE = "SELECT 1 FROM settled WHERE key = ? AND source = ? AND source_id = ? AND content = ? AND outcome = 1"
+_LOOKUP = "SELECT source_id, content, outcome FROM settled WHERE key = ? AND source = ?"
 
 
 def _pack(text: str) -> bytes | str:
-    """Lowercase hex (a digest) as its bytes, half the size; any other text as it is (the two never meet)."""
-    if len(text) % 2 == 0 and text and _HEX.issuperset(text):
+    """A sha256 hex digest as its 32 bytes, half the size; any other text as it is (the two never meet)."""
+    if len(text) == 64 and _DIGEST.fullmatch(text):
         return bytes.fromhex(text)
     return text
 
@@ -71,8 +73,10 @@ def _unpack(value: bytes | str) -> str:
     return value.hex() if isinstance(value, bytes) else value
 
 
-def _source_key(source_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(source_id.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
+def _source_key(packed: bytes | str) -> int:
+    """A 64-bit key for a packed source id: a digest's first bytes, else a hash of the text."""
+    raw = packed if isinstance(packed, bytes) else hashlib.blake2b(packed.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(raw[:8], "big", signed=True)
 
 
 class Ledger:
@@ -93,6 +97,8 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA cache_size=-16000")  # 16 MB: the hot pages of a large ledger
+        # Fewer, larger checkpoints: each one writes the pages of many groups back at once.
+        self._db.execute("PRAGMA wal_autocheckpoint=8192")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             _upgrade(self._db)
@@ -106,7 +112,9 @@ class Ledger:
             raise
         self._run = int(self._db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
         self._keys: dict[str, int] = {}
-        self._empty: set[int] = set()  # keys with no rows when first seen: nothing can be done under them yet
+        # Keys with no rows when this ledger first saw them: `is_done` answers for
+        # earlier runs, so nothing can be done under them, whatever this run records.
+        self._empty: set[int] = set()
         self._pending: list[tuple[int, int, bytes | str, bytes | str, int, int, float]] = []
         self._last_flush = time.monotonic()
 
@@ -128,25 +136,25 @@ class Ledger:
         return ident
 
     def is_done(self, source_id: str, content: str, key: str | None = None) -> bool:
-        """True if this source item, with this content, ended ``done`` under ``key`` in an earlier run."""
+        """True if this source item, with this content, ended ``done`` under ``key`` in an earlier run.
+
+        Records this ledger made are not seen under a key that had no rows
+        when it was first used (a first run): a source item read twice in one
+        run is processed twice, which idempotent writes make harmless.
+        """
         ident = self._key(key)
         if ident in self._empty:
             return False
-        row = self._db.execute(_IS_DONE, (ident, _source_key(source_id), _pack(source_id), _pack(content))).fetchone()
-        return row is not None
+        sid = _pack(source_id)
+        # By the primary key alone, compared here: a plain key lookup is the cheapest statement.
+        row = self._db.execute(_LOOKUP, (ident, _source_key(sid))).fetchone()
+        return row is not None and row[2] == 1 and row[0] == sid and row[1] == _pack(content)
 
     def record(self, source_id: str, content: str, outcome: str, key: str | None = None) -> None:
         """Note that a source item settled under ``key``; committed with the next group."""
+        sid = _pack(source_id)
         self._pending.append(
-            (
-                self._key(key),
-                _source_key(source_id),
-                _pack(source_id),
-                _pack(content),
-                _OUTCOMES[outcome],
-                self._run,
-                time.time(),
-            )
+            (self._key(key), _source_key(sid), sid, _pack(content), _OUTCOMES[outcome], self._run, time.time())
         )
         if len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
@@ -154,12 +162,11 @@ class Ledger:
     def flush(self) -> None:
         """Commit every pending record in one transaction."""
         if self._pending:
+            # In key order, the inserts of one group share the pages they touch.
+            self._pending.sort(key=lambda row: (row[0], row[1]))
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(_RECORD, self._pending)
-            if self._empty:
-                # Committed rows are seen by later lookups, as with any other key.
-                self._empty.difference_update({row[0] for row in self._pending})
             self._pending.clear()
         self._last_flush = time.monotonic()
 
@@ -219,8 +226,12 @@ class Ledger:
         return int(q.fetchone()[0])
 
     def close(self) -> None:
-        """Flush and close."""
+        """Flush, fold the write-ahead log into the database, and close."""
         self.flush()
+        # The next run then reads pages from the database file, not through a long log. Another
+        # connection reading makes it fail: the log is folded later, by it or by the next run.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
 
@@ -245,6 +256,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO runs (run_id) VALUES (?)", (run_id,))
             runs[run_id] = int(db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
         if outcome in _OUTCOMES:
-            rows.append((keys[key], _source_key(sid), _pack(sid), _pack(content), _OUTCOMES[outcome], runs[run_id], at))
+            packed = _pack(sid)
+            rows.append((keys[key], _source_key(packed), packed, _pack(content), _OUTCOMES[outcome], runs[run_id], at))
     db.executemany(_RECORD, rows)
     db.execute("DROP TABLE settled_v1")
