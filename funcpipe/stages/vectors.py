@@ -95,7 +95,10 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
             out: list[Result[Item, ErrInfo]] = []
             for it, text, r in zip(items, texts, res.value, strict=True):
                 if isinstance(r, Ok):
-                    data = {"text": text, "embedding": [float(x) for x in r.value]}
+                    vector = r.value
+                    # Adapters checked the values; a list is kept as it is, not copied again.
+                    embedding = vector if type(vector) is list else [float(x) for x in vector]
+                    data = {"text": text, "embedding": embedding}
                     out.append(Ok(it.evolve(data=data, meta={**it.meta, "embedder": fp})))
                 else:
                     out.append(r)
