@@ -32,6 +32,11 @@ no client can avoid. Real APIs count over a minute and are far more lenient.
 is done before the timed runs and reported apart.
 
 Run it as ``python bench/ingest.py --docs 2000 --latency-ms 20 --rate 20``.
+``--corpus-dir DIR --glob '*.py'`` ingests real files instead (the CPython
+standard library's top-level modules, say); ``--batch auto`` fills each
+request to the adapter's limits (2048 inputs, 300k tokens for OpenAI);
+``--rate 0`` sets no rate limit at all; ``--index none`` keeps the store
+without its vector index.
 """
 
 from __future__ import annotations
@@ -140,27 +145,47 @@ def write_corpus(directory: Path, docs: int, chars: int, seed: int) -> None:
         (directory / f"doc-{i:05d}.md").write_text("".join(parts), encoding="utf-8")
 
 
-def write_spec(path: Path, *, base_url: str, rate: int, burst: int, concurrency: int, batch: int) -> None:
-    """The ingestion spec: files, chunk, embed (rate-limited), upsert into the embedded pgvector."""
+def copy_corpus(source: Path, glob: str, directory: Path) -> None:
+    """The files of ``source`` matching ``glob`` (not recursive), copied into ``directory``."""
+    directory.mkdir(parents=True)
+    for path in sorted(source.glob(glob)):
+        if path.is_file():
+            shutil.copyfile(path, directory / path.name)
+
+
+def write_spec(
+    path: Path,
+    *,
+    base_url: str,
+    rate: int,
+    burst: int,
+    concurrency: int,
+    batch: str,
+    glob: str = "*.md",
+    index: str = "hnsw",
+    max_wait: str = "100ms",
+) -> None:
+    """The ingestion spec: files, chunk, embed (rate-limited unless ``rate`` is 0), upsert into pgvector."""
+    limit = f"\n    rate_limit: {{requests: {rate}, per: 1s, burst: {burst}}}" if rate else ""
+    wait = f", max_wait: {max_wait}" if max_wait != "none" else ""
     path.write_text(
         f"""version: 1
 name: bench-ingest
 adapters:
   embedder: {{kind: openai, model: {MODEL}, dimensions: {DIM}, base_url: "{base_url}", api_key_env: {KEY_ENV}}}
-  store: {{kind: pgvector, table: chunks}}
+  store: {{kind: pgvector, table: chunks, index: {index}}}
 policies:
   embed_api:
     timeout: {{attempt: 10s, total: 5m}}
     retry:
       max_attempts: 10
       backoff: {{kind: exponential, initial: 50ms, factor: 2, max: 2s}}
-      jitter: full
-    rate_limit: {{requests: {rate}, per: 1s, burst: {burst}}}
+      jitter: full{limit}
     concurrency: {concurrency}
 stages:
-  - {{id: load, use: source.files, with: {{path: corpus, glob: "*.md"}}}}
+  - {{id: load, use: source.files, with: {{path: corpus, glob: "{glob}"}}}}
   - {{id: chunk, use: text.chunk, with: {{size: {CHUNK_SIZE}, overlap: 100}}}}
-  - {{id: embed, use: embed, adapter: embedder, policy: embed_api, batch: {{size: {batch}, max_wait: 100ms}}}}
+  - {{id: embed, use: embed, adapter: embedder, policy: embed_api, batch: {{size: {batch}{wait}}}}}
   - {{id: store, use: vector.upsert, adapter: store, batch: {{size: 256, max_wait: 100ms}}}}
 on_error: {{mode: continue}}
 """,
@@ -231,8 +256,9 @@ def summarize(args: argparse.Namespace, setup: float, first: Run, second: Run) -
     """The bench's report, one fact per line."""
     latency = args.latency_ms / 1000
     by_concurrency = args.concurrency / latency if latency > 0 else math.inf
-    rate_bound = args.rate <= by_concurrency
-    ideal = first.requests / min(args.rate, by_concurrency)
+    rate = args.rate or math.inf
+    rate_bound = rate <= by_concurrency
+    ideal = first.requests / min(rate, by_concurrency)
     ratio = first.wall / ideal if ideal > 0 else math.inf
     chunks = stage(first.report, "chunk")["outputs"]
     embed = stage(first.report, "embed")
@@ -281,15 +307,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--policy-rate", type=int, default=None, help="the spec's rate limit (default: --rate)")
     p.add_argument("--policy-burst", type=int, default=1, help="the spec's rate limit burst")
     p.add_argument("--concurrency", type=int, default=4, help="the spec's concurrency")
-    p.add_argument("--batch", type=int, default=8, help="chunks per embedding request")
+    p.add_argument("--batch", default="8", help="chunks per embedding request, or auto (the provider's limits)")
+    p.add_argument("--corpus-dir", type=Path, default=None, help="ingest these files instead of a generated corpus")
+    p.add_argument("--glob", default="*.md", help="files of --corpus-dir to ingest (not recursive)")
+    p.add_argument("--index", choices=("hnsw", "none"), default="hnsw", help="the store's vector index")
+    p.add_argument("--max-wait", default="100ms", help="the embed batch's max_wait (a duration), or none")
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus and the server's faults")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory and print it")
     args = p.parse_args(argv)
     if args.policy_rate is None:
         args.policy_rate = args.rate
-    positive = ("docs", "doc_chars", "rate", "server_burst", "policy_rate", "policy_burst", "concurrency", "batch")
+    positive = ("docs", "doc_chars", "server_burst", "policy_burst", "concurrency")
+    if args.batch != "auto" and (not args.batch.isdigit() or int(args.batch) < 1):
+        p.error("--batch must be a number >= 1 or auto")
     if any(getattr(args, name) < 1 for name in positive) or args.latency_ms < 0:
-        p.error("sizes, rates, bursts, concurrency and batch must be >= 1; latency >= 0")
+        p.error("sizes, bursts and concurrency must be >= 1; latency >= 0")
+    if args.rate < 0 or args.policy_rate < 0 or (args.rate and not args.policy_rate):
+        p.error("rates must be >= 0 (0: no limit, on both sides)")
     if not 0 <= args.fail_rate < 1:
         p.error("--fail-rate must be in [0, 1)")
     return args
@@ -302,10 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     # that must be able to traverse every parent directory.
     root = Path(tempfile.mkdtemp(prefix="funcpipe-bench-", dir="/tmp"))
     try:
-        write_corpus(root / "corpus", args.docs, args.doc_chars, args.seed)
+        if args.corpus_dir is not None:
+            copy_corpus(args.corpus_dir, args.glob, root / "corpus")
+            args.docs = len(list((root / "corpus").iterdir()))
+        else:
+            write_corpus(root / "corpus", args.docs, args.doc_chars, args.seed)
         setup = prepare_state(root / ".funcpipe")
         with TimedServer(api_key=KEY, dim=DIM, models=[MODEL], latency=args.latency_ms / 1000) as server:
-            server.throttle(args.rate, burst=args.server_burst)
+            if args.rate:
+                server.throttle(args.rate, burst=args.server_burst)
             if args.fail_rate:
                 faults = [Fault.server_error(500), Fault.server_error(503), Fault.reset()]
                 server.random_faults(args.fail_rate, faults, seed=args.seed)
@@ -317,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                 burst=args.policy_burst,
                 concurrency=args.concurrency,
                 batch=args.batch,
+                glob=args.glob if args.corpus_dir is not None else "*.md",
+                index=args.index,
+                max_wait=args.max_wait,
             )
             first = run_once(spec, server, root / "run1.json")
             second = run_once(spec, server, root / "run2.json")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from funcpipe.policy.models import Duration, Float, Int, PositiveDuration, Price
+from funcpipe.policy.models import Duration, Float, Int, PositiveDuration, Price, RequestLimits
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # RFC 9110 token characters: what an HTTP header name may hold.
@@ -178,6 +178,15 @@ class AdapterConfig(BaseModel):
         description="Characters per token, for estimates where the provider reports no count (default 3.5).",
     )
 
+    @property
+    def request_limits(self) -> RequestLimits | None:
+        """What one request to the provider may carry; None if the adapter declares nothing.
+
+        Stages that fill requests (``embed``, with ``batch: {size: auto}``)
+        batch up to these limits, and a larger ``batch.size`` is a spec error.
+        """
+        return None
+
 
 class HashingConfig(AdapterConfig):
     """Local, deterministic feature-hashing embedder: no network, no model download."""
@@ -238,12 +247,23 @@ class OpenAIConfig(_HTTPConfig):
     )
     encoding_format: Literal["base64", "float"] = Field("base64", description="base64 is smaller and faster to parse.")
     max_batch: Int = Field(2048, ge=1, le=2048, description="Texts per embeddings request at most.")
+    max_request_tokens: Int = Field(
+        300_000,
+        ge=1,
+        le=100_000_000,
+        description="Estimated tokens per embeddings request at most (OpenAI allows 300000).",
+    )
     max_tokens: Int = Field(512, ge=1, le=MAX_TOKENS, description="Chat: maximum tokens to generate.")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens",
         description="Chat: the body field carrying max_tokens; OpenAI's reasoning models want max_completion_tokens.",
     )
     temperature: Float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature.")
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        """``max_batch`` inputs and ``max_request_tokens`` tokens per embeddings request."""
+        return RequestLimits(inputs=self.max_batch, tokens=self.max_request_tokens)
 
 
 class OllamaConfig(_HTTPConfig):
@@ -267,6 +287,11 @@ class OllamaConfig(_HTTPConfig):
     )
     temperature: Float = Field(0.0, ge=0, le=2, description="Chat: sampling temperature (options.temperature).")
 
+    @property
+    def request_limits(self) -> RequestLimits:
+        """``max_batch`` inputs per request (Ollama documents no bound; the server is usually local)."""
+        return RequestLimits(inputs=self.max_batch)
+
 
 class CohereConfig(_HTTPConfig):
     """Cohere v2 embed API."""
@@ -281,6 +306,11 @@ class CohereConfig(_HTTPConfig):
     embedding_types: tuple[Literal["float"], ...] = Field(("float",), description="Embedding types requested.")
     truncate: Literal["NONE", "START", "END"] = Field("END", description="Truncation of long inputs.")
     max_batch: Int = Field(96, ge=1, le=96, description="Texts per request at most (Cohere allows 96).")
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        """``max_batch`` texts per request (Cohere's v2 embed takes 96)."""
+        return RequestLimits(inputs=self.max_batch)
 
 
 class AnthropicConfig(_HTTPConfig):

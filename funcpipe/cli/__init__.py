@@ -1,16 +1,17 @@
 """The ``funcpipe`` command line: a thin shell over spec, compile, run and render.
 
 Subcommands are imported on first use, so ``funcpipe validate`` (run in
-pre-commit hooks) never imports the HTTP or database clients.
+pre-commit hooks) never imports the HTTP or database clients, and
+``funcpipe --version`` or ``--help`` import neither Pydantic nor the
+registry: this module imports nothing of funcpipe's.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
-
-from funcpipe.registry import resolve_import
 
 _COMMANDS: dict[str, str] = {
     "validate": "funcpipe.cli._validate:validate",
@@ -30,7 +31,8 @@ class _LazyGroup(click.Group):
         path = _COMMANDS.get(cmd_name)
         if path is None:
             return None
-        cmd: Any = resolve_import(path)  # an import error here is a bug: let it show
+        module, _, name = path.partition(":")
+        cmd: Any = getattr(importlib.import_module(module), name)  # an import error here is a bug: let it show
         return cmd if isinstance(cmd, click.Command) else None
 
 

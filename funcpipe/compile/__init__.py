@@ -109,14 +109,17 @@ def _adapter(name: str, kind: AdapterKind, config: AdapterConfig) -> CompiledAda
 
 
 def _resolve_stage(graph: CompiledPipeline, st: CompiledStage, origins: dict[str, str]) -> CompiledStage:
-    """``st`` with the services its kind declared resolved: its embedder and default origin."""
+    """``st`` with the services its kind declared resolved: its embedder, default origin and request limits."""
     embedder = st.kind.named_embedder(st.config)
     if embedder is None:
         feeding = graph.nearest_upstream(st.id, lambda s: s.kind.embeds and s.adapter is not None)
         embedder = feeding.adapter if feeding is not None else None
     sources = graph.upstream_sources(st.id)
     origin = origins[sources[0]] if len(sources) == 1 else ""
-    return replace(st, embedder=embedder, origin=origin)
+    limits = None
+    if st.kind.fill_requests and st.adapter is not None and st.adapter in graph.adapters:
+        limits = graph.adapters[st.adapter].config.request_limits
+    return replace(st, embedder=embedder, origin=origin, limits=limits)
 
 
 def _query(loaded: LoadedSpec, graph: CompiledPipeline) -> CompiledQuery | None:

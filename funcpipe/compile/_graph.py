@@ -15,7 +15,7 @@ from typing import Any, Literal
 from funcpipe.adapters.config import AdapterConfig
 from funcpipe.compile._secrets import SecretSources
 from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN
-from funcpipe.policy.models import NO_POLICY, Batch, Budget, Policy, Price
+from funcpipe.policy.models import NO_POLICY, Batch, Budget, Policy, Price, RequestLimits
 from funcpipe.registry import AdapterKind, StageKind
 from funcpipe.stages.config import StageConfig
 
@@ -65,6 +65,8 @@ class CompiledStage:
         index: its position in the spec's ``stages:``, for located errors.
         run_budget: its calls count against the spec's top-level ``budget:``
             (a stage calling an embedder or a generator; a store's calls do not).
+        limits: what one request of its adapter may carry, for kinds that
+            fill requests (`StageKind.fill_requests`); None otherwise.
     """
 
     id: str
@@ -79,14 +81,37 @@ class CompiledStage:
     origin: str = ""
     index: int = 0
     run_budget: bool = False
+    limits: RequestLimits | None = None
 
     @property
     def run_batch(self) -> Batch | None:
-        """The batching the stage runs with: as written, else its kind's default size."""
-        if self.batch is not None:
-            return self.batch
-        size = self.kind.default_batch
-        return Batch(size=size) if size is not None else None
+        """The batching the stage runs with, its size a number.
+
+        A size as written wins. ``auto`` (or no ``batch:``) is, for a kind
+        that fills requests, its adapter's input limit, else the kind's
+        default size (1 if it has none). A stage that fills requests also
+        gets its adapter's token limit as ``max_tokens`` unless the spec sets
+        one; and under a rate limit that costs items or tokens, a batch never
+        costs more than the limiter lets start in one period.
+        """
+        written = self.batch
+        limits = self.limits if self.kind.fill_requests else None
+        size = written.size if written is not None else "auto"
+        if size == "auto":
+            if written is None and self.kind.default_batch is None and limits is None:
+                return None
+            size = (limits.inputs if limits is not None else None) or self.kind.default_batch or 1
+        max_tokens = written.max_tokens if written is not None else None
+        if max_tokens is None and limits is not None:
+            max_tokens = limits.tokens
+        rate = self.policy.rate_limit
+        if self.kind.fill_requests and rate is not None and rate.cost != 1:
+            capacity = rate.requests + rate.burst - 1
+            if rate.cost == "items":
+                size = min(size, capacity)
+            else:
+                max_tokens = min(max_tokens, capacity) if max_tokens is not None else capacity
+        return Batch(size=size, max_wait=written.max_wait if written else None, max_tokens=max_tokens)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,10 @@ def node_label(pipeline: CompiledPipeline, stage: CompiledStage) -> NodeLabel:
     batch = None
     if stage.batch is not None:
         wait = f" / {format_duration(stage.batch.max_wait)}" if stage.batch.max_wait else ""
-        batch = f"batch {stage.batch.size}{wait}"
+        size = stage.batch.size
+        run = stage.run_batch
+        shown = f"auto ({run.items})" if size == "auto" and run is not None else str(size)
+        batch = f"batch {shown}{wait}"
     return NodeLabel(stage.id, stage.kind.name, adapter, policy_summary(stage.policy), batch)
 
 

@@ -25,6 +25,7 @@ ADAPTER_RESUME_IGNORES = frozenset(
         "keep_alive",
         # request shapes that give the same vectors
         "max_batch",
+        "max_request_tokens",
         "encoding_format",
         # how a store is queried, not what it holds
         "index",

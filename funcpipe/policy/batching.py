@@ -2,9 +2,10 @@
 
 `WaitingItems` is the pure, synchronous buffer between a stream's reader and
 its workers. It keeps arrival order (or, with fairness, deficit round robin
-across keys) and decides when a batch may leave: when ``size`` items wait,
-when the oldest has waited ``max_wait``, or when the caller asks for a flush
-(end of stream, shutdown, backpressure). The asynchronous plumbing lives in
+across keys) and decides when a batch may leave: when ``size`` items wait (or
+their ``weight`` reaches ``max_weight``: an embedding request's tokens), when
+the oldest has waited ``max_wait``, or when the caller asks for a flush (end
+of stream, shutdown, backpressure). The asynchronous plumbing lives in
 `funcpipe.policy.stream`.
 
 It also decides which failed batches are split to isolate their poison
@@ -19,7 +20,7 @@ or was retried already as such, and splitting would only multiply the calls.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from funcpipe.core import ErrCode, ErrInfo
@@ -41,9 +42,15 @@ class WaitingItems(Generic[V]):
             means only a full batch or a flush lets one go.
         fair: serve keys by deficit round robin instead of arrival order.
         weights: relative share per key when ``fair``.
+        weight: the weight of one item (an estimate of its tokens, say);
+            only read with ``max_weight``.
+        max_weight: the most weight a batch carries, unless its one item
+            weighs more alone: a batch is full when the items waiting weigh
+            that much, and `take` stops before the item that would pass it.
 
     Raises:
-        ValueError: if ``size`` < 1, ``max_wait`` < 0 or a weight is not positive.
+        ValueError: if ``size`` < 1, ``max_wait`` < 0, ``max_weight`` < 1
+            or a weight is not positive.
     """
 
     def __init__(
@@ -53,20 +60,30 @@ class WaitingItems(Generic[V]):
         *,
         fair: bool = False,
         weights: Mapping[str, float] | None = None,
+        weight: Callable[[V], int] | None = None,
+        max_weight: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a batch size must be >= 1, got {size}")
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait cannot be negative, got {max_wait}")
+        if max_weight is not None and max_weight < 1:
+            raise ValueError(f"max_weight must be >= 1, got {max_weight}")
         self.size = size
         self.max_wait = max_wait
         # Arrival times are only needed to time partial batches.
         self._timed = size > 1 and max_wait is not None
         self._fifo: deque[tuple[V, float]] = deque()
         self._fair: DeficitRoundRobin[tuple[V, float]] | None = DeficitRoundRobin(weights) if fair else None
+        self._weight = weight if max_weight is not None and size > 1 else None
+        self._max_weight = max_weight or 0
+        self._weighed = 0  # the weight of every waiting item
+        # The item `take` drew that would have passed max_weight: first in the next batch.
+        self._held: tuple[V, float, int] | None = None
 
     def __len__(self) -> int:
-        return len(self._fair) if self._fair is not None else len(self._fifo)
+        held = self._held is not None
+        return (len(self._fair) if self._fair is not None else len(self._fifo)) + held
 
     def waiting(self, key: str) -> int:
         """How many items of ``key`` wait (always 0 unless ``fair``)."""
@@ -74,6 +91,8 @@ class WaitingItems(Generic[V]):
 
     def push(self, value: V, key: str = "", now: float = 0.0) -> None:
         """Add ``value`` (of ``key``), arrived at ``now``."""
+        if self._weight is not None:
+            self._weighed += self._weight(value)
         if self._fair is not None:
             self._fair.push(key, (value, now))
         else:
@@ -84,14 +103,20 @@ class WaitingItems(Generic[V]):
         if not self._timed or not len(self):
             return None
         assert self.max_wait is not None
+        if self._held is not None:
+            return self._held[1] + self.max_wait
         if self._fair is not None:
             return min(arrived for _, arrived in self._fair.firsts()) + self.max_wait
         return self._fifo[0][1] + self.max_wait
 
+    def full(self) -> bool:
+        """Whether a whole batch waits: ``size`` items, or items weighing ``max_weight``."""
+        return len(self) >= self.size or (self._weight is not None and self._weighed >= self._max_weight)
+
     def ready(self, now: float, flush: bool = False) -> BatchReason | None:
         """Whether a batch may leave at ``now``, and why; None if it must wait."""
         n = len(self)
-        if n >= self.size:
+        if self.full():
             return "full"
         if not n:
             return None
@@ -104,13 +129,41 @@ class WaitingItems(Generic[V]):
         return None
 
     def take(self) -> list[V]:
-        """Remove and return up to ``size`` items, oldest first (or in fair order)."""
+        """Remove and return up to ``size`` items, oldest first (or in fair order).
+
+        With ``max_weight``, the batch also stops before the item that would
+        make it weigh more (that item leads the next batch); a single item
+        heavier than ``max_weight`` leaves alone.
+        """
+        if self._weight is not None:
+            return self._take_weighed(self._weight)
         n = min(self.size, len(self))
         if self._fair is not None:
             pop_fair = self._fair.pop
             return [pop_fair()[1][0] for _ in range(n)]
         pop = self._fifo.popleft
         return [pop()[0] for _ in range(n)]
+
+    def _take_weighed(self, weight: Callable[[V], int]) -> list[V]:
+        out: list[V] = []
+        carried = 0
+        while len(out) < self.size and len(self):
+            if self._held is not None:
+                value, arrived, w = self._held
+                self._held = None
+            else:
+                if self._fair is not None:
+                    value, arrived = self._fair.pop()[1]
+                else:
+                    value, arrived = self._fifo.popleft()
+                w = weight(value)
+            if out and carried + w > self._max_weight:
+                self._held = (value, arrived, w)
+                break
+            out.append(value)
+            carried += w
+        self._weighed -= carried
+        return out
 
 
 ITEM_CODES: frozenset[str] = frozenset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from pydantic import (
@@ -16,8 +17,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     model_validator,
 )
 
@@ -293,11 +296,61 @@ class Policy(_Value):
     budget: Budget | None = Field(None, description="Limits on this stage's requests, tokens and cost.")
 
 
-class Batch(_Value):
-    """Stage batching: up to ``size`` items, or what arrived ``max_wait`` after the first."""
+def _size_form(value: object) -> str:
+    # One form by the value's type, so a bad number reports its own error once.
+    return "auto" if isinstance(value, str) else "number"
 
-    size: Int = Field(..., ge=1, le=MAX_BATCH, description="Items per batch at most.")
+
+MAX_BATCH_TOKENS = 100_000_000
+"""Estimated tokens per batch at most."""
+
+
+class Batch(_Value):
+    """Stage batching: up to ``size`` items, or what arrived ``max_wait`` after the first.
+
+    ``size: auto`` (the default) fills each call up to what its adapter
+    declares it takes per request (`RequestLimits`); a stage whose adapter
+    declares nothing uses its kind's default size. The compiler resolves
+    ``auto`` to a number (see `funcpipe.compile.CompiledStage.run_batch`).
+    """
+
+    size: Annotated[
+        Annotated[Annotated[Int, Field(ge=1, le=MAX_BATCH)], Tag("number")] | Annotated[Literal["auto"], Tag("auto")],
+        Discriminator(_size_form),
+    ] = Field("auto", description="Items per batch at most, or auto: as many as the adapter takes per request.")
     max_wait: Duration | None = Field(None, description="Flush a partial batch this long after its first item.")
+    max_tokens: Int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH_TOKENS,
+        description="Estimated tokens per batch at most, for stages that count tokens "
+        "(default: the adapter's per-request limit).",
+    )
+
+    @property
+    def items(self) -> int:
+        """``size`` as a number.
+
+        Raises:
+            ValueError: if it is still ``auto`` (the compiler resolves it before a run).
+        """
+        if self.size == "auto":
+            raise ValueError("batch size 'auto' must be resolved against the adapter's request limits first")
+        return self.size
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request to a provider may carry: the provider's documented maxima.
+
+    Attributes:
+        inputs: texts (items) per request at most; None if unbounded.
+        tokens: tokens per request at most, summed over its inputs; None if
+            the API sets no such bound.
+    """
+
+    inputs: int | None = None
+    tokens: int | None = None
 
 
 NO_POLICY = Policy()

@@ -300,6 +300,23 @@ class VectorStorePort(Protocol):
 
 
 @runtime_checkable
+class BulkLoadStore(Protocol):
+    """A vector store that leaves work of a bulk load for its end: building the vector index.
+
+    Its ``ensure`` may create an empty table without the index (inserting into
+    an index is several times slower than building it once over the rows);
+    the runner then calls `finish_load` once the stream has drained, never
+    after a run that stopped early. A store that is ensured when it already
+    has rows builds the index there, so a load cut short is never left
+    without one past the next run.
+    """
+
+    def finish_load(self) -> AsyncPlan[bool]:
+        """Build what the load deferred, idempotently; True if something was built now."""
+        ...
+
+
+@runtime_checkable
 class GeneratePort(Protocol):
     """Answers a question from retrieved passages."""
 
@@ -311,6 +328,7 @@ class GeneratePort(Protocol):
 __all__ = [
     "ADAPTER_ERROR_CODES",
     "BatchEmbedPort",
+    "BulkLoadStore",
     "EmbedPort",
     "Embedding",
     "Fingerprint",

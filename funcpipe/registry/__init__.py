@@ -71,7 +71,17 @@ class StageKind:
         prepare: ``(config, ctx) -> AsyncPlan[None] | None``, or its import
             path: what to do once, before any source is read (a store's
             ``ensure`` for its embedder's fingerprint). None if nothing.
-        default_batch: the batch size it uses when the spec sets no ``batch:``.
+        finish: ``(config, ctx) -> AsyncPlan[object] | None``, or its import
+            path: what to do once after the stream has drained (a store's
+            deferred index build); never after a run that stopped early, so
+            it must be idempotent and the next run's ``prepare`` must cope
+            with its absence. None if nothing.
+        default_batch: the batch size it uses when the spec sets no ``batch:``
+            (or ``size: auto``) and its adapter declares no request limits.
+        fill_requests: True if its batches are its adapter's requests: with
+            ``size: auto`` (the default) a batch fills one request up to the
+            limits the adapter's config declares (`AdapterConfig.request_limits`:
+            inputs, and estimated tokens), and a larger ``batch.size`` is a spec error.
     """
 
     name: str
@@ -88,6 +98,8 @@ class StageKind:
     embedder_field: str | None = None
     sync_field: str | None = None
     callable_field: str | None = None
+    fill_requests: bool = False
+    finish: str | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         # A kind is declared once, at import: a declaration that cannot hold is
@@ -139,6 +151,11 @@ class StageKind:
             return None
         value = getattr(config, self.sync_field, None)
         return value if value in ("mirror", "append") else None
+
+    def load_finish(self) -> Callable[..., Any] | None:
+        """The finish step, importing it if it was given by path; None if the kind has none."""
+        f = self.finish
+        return resolve_import(f) if isinstance(f, str) else f
 
     @property
     def embeds(self) -> bool:
@@ -368,6 +385,7 @@ def builtin_registry() -> Registry:
             needs=EmbedPort,
             external=True,
             default_batch=64,
+            fill_requests=True,
             description="Embed each item's text.",
         ),
         StageKind(
@@ -381,6 +399,7 @@ def builtin_registry() -> Registry:
             origins=True,
             sync_field="sync",
             prepare=f"{s}.vectors:prepare_upsert",
+            finish=f"{s}.vectors:finish_upsert",
             default_batch=256,
             description="Upsert embedded chunks into a vector store.",
         ),
@@ -413,6 +432,7 @@ def builtin_registry() -> Registry:
             sc.JsonlSinkConfig,
             f"{s}.sinks:sink_jsonl",
             "sink",
+            prepare=f"{s}.sinks:prepare_sink_jsonl",
             default_batch=256,
             description="Write items to a JSON Lines file.",
         ),

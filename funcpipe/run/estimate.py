@@ -321,6 +321,8 @@ def _batch_label(pipeline: CompiledPipeline, st: CompiledStage, written: str | N
     size = _batch_size(pipeline, st)
     if st.batch is None:
         return f"batch {size} (default)" if size > 1 else written
+    if st.batch.size == "auto":
+        return f"batch {size} (auto)"
     if size < st.batch.size:
         return f"{written} (max_batch {size})"
     return written
@@ -331,7 +333,7 @@ def _batch_size(pipeline: CompiledPipeline, st: CompiledStage) -> int:
     if st.adapter:
         cap = getattr(pipeline.adapters[st.adapter].config, "max_batch", None)
     batch = st.run_batch
-    size = batch.size if batch is not None else 1
+    size = batch.items if batch is not None else 1
     return min(size, cap) if cap else size
 
 

@@ -162,8 +162,41 @@ async def prepare_stages(
         runtime = PolicyRuntime(st.policy, clock=clock, events=events, stage=st.id)
         res = await runtime.apply(plan)()
         if isinstance(res, Err):
-            raise RunError(f"stage {st.id}: cannot prepare adapter {st.adapter!r}: {res.error.code}: {res.error.msg}")
+            what = f"adapter {st.adapter!r}" if st.adapter else st.kind.name
+            raise RunError(f"stage {st.id}: cannot prepare {what}: {res.error.code}: {res.error.msg}")
         ctx.prepared = True
 
 
-__all__ = ["check_outputs", "check_source_stages", "load_factories", "missing_credentials", "prepare_stages"]
+async def finish_stages(
+    pipeline: CompiledPipeline, contexts: dict[str, StageContext], *, clock: Clock, events: EventSink
+) -> None:
+    """Run each stage kind's ``finish`` step once, under the stage's policy, after the stream has drained.
+
+    The runner calls it only when every source was read to the end and no
+    stop was asked: a store's deferred index is built then, and a run cut
+    short leaves it to the next run's ``prepare``.
+
+    Raises:
+        RunError: the first step that fails, naming the stage and its adapter.
+    """
+    for st in pipeline.stages:
+        finish = st.kind.load_finish()
+        if finish is None:
+            continue
+        plan = finish(st.config, contexts[st.id])
+        if plan is None:
+            continue
+        runtime = PolicyRuntime(st.policy, clock=clock, events=events, stage=st.id)
+        res = await runtime.apply(plan)()
+        if isinstance(res, Err):
+            raise RunError(f"stage {st.id}: cannot finish adapter {st.adapter!r}: {res.error.code}: {res.error.msg}")
+
+
+__all__ = [
+    "check_outputs",
+    "check_source_stages",
+    "finish_stages",
+    "load_factories",
+    "missing_credentials",
+    "prepare_stages",
+]

@@ -43,6 +43,7 @@ from funcpipe.run.observe import Observe, open_telemetry
 from funcpipe.run.preflight import (
     check_outputs,
     check_source_stages,
+    finish_stages,
     load_factories,
     missing_credentials,
     prepare_stages,
@@ -154,6 +155,7 @@ class Runner:
             lambda: self.acct.unsettled,
         )
         self._adapters: LazyAdapters | None = None
+        self._contexts: dict[str, StageContext] = {}
         self._flusher: asyncio.TimerHandle | None = None
 
     @property
@@ -286,7 +288,7 @@ class Runner:
         except RunError as exc:
             raise _NotStarted(str(exc)) from None
         self._adapters = adapters
-        contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
+        contexts = self._contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
         await prepare_stages(self.pipeline, contexts, clock=self.options.clock, events=self.events)
 
         def build(st: CompiledStage, upstream: AsyncGen[Item]) -> AsyncGen[Item]:
@@ -354,6 +356,10 @@ class Runner:
                     self.acct.finish()
                     if not self.stop.is_set() and self._adapters is not None:
                         await self.sync.run(self.ledger, self._adapters, clock=self.options.clock, events=self.events)
+                        # After the sync's deletions: a deferred index is built over the rows that stay.
+                        await finish_stages(self.pipeline, self._contexts, clock=self.options.clock, events=self.events)
+                        for sid, key in self.pipeline.resume_keys.items():
+                            self.ledger.prune_superseded(self.pipeline.origins[sid], key)
         except* _NotStarted as eg:
             # Nothing was done: there is no outcome to report, only the reason.
             reason = eg.exceptions[0]

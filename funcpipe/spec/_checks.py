@@ -172,6 +172,7 @@ class _Checker:
                 self.out.stage_kinds[str(sid)] = kind
             self.stage_config(path, kind, stage, str(sid) if own_id else None, adapters)
             self.stage_adapter(path, kind, stage.get("adapter"), adapters)
+            self.stage_batch(path, kind, stage)
         policy = stage.get("policy")
         if isinstance(policy, str):
             self.reference((*path, "policy"), policy, policies, "policy", "define it under `policies:`")
@@ -276,6 +277,26 @@ class _Checker:
             )
             return
         self.port_reference(where, adapter, adapters, kind.needs, f"stage kind {kind.name!r}")
+
+    def stage_batch(self, path: Path, kind: StageKind, stage: dict[str, Any]) -> None:
+        """A batch larger than one request of the stage's adapter may carry is an error, where it is written."""
+        batch, adapter = stage.get("batch"), stage.get("adapter")
+        if not kind.fill_requests or not isinstance(batch, dict) or not isinstance(adapter, str):
+            return
+        config = self.out.adapters.get(adapter)
+        limits = config.request_limits if config is not None else None
+        if limits is None:
+            return
+        for field_name, limit, unit in (("size", limits.inputs, "inputs"), ("max_tokens", limits.tokens, "tokens")):
+            value = batch.get(field_name)
+            if limit is None or type(value) is not int or value <= limit:
+                continue
+            self.error(
+                (*path, "batch", field_name),
+                f"batch {field_name} {value} is more than adapter {adapter!r} takes in one request ({limit} {unit})",
+                f"write `{field_name}: {limit}` or less"
+                + (", or `size: auto` to fill each request to the limit" if field_name == "size" else ""),
+            )
 
     def providers_hint(self, port: type) -> str:
         names = [n for n, ak in self.out.adapter_kinds.items() if port in ak.provides]

@@ -113,8 +113,14 @@ class StageContext:
         ordered: bool = True,
         cost: Callable[[Sequence[Item]], int] | None = None,
         chars: Callable[[Sequence[Item]], int] | None = None,
+        tokens: Callable[[Item], int] | None = None,
     ) -> AsyncGen[U]:
         """Map a batch call over items, batched by this stage's ``batch`` (or ``default_size``).
+
+        A size still ``auto`` (a context built by hand, not by the runner)
+        means ``max_size``, else ``default_size``. With ``tokens`` (an item's
+        estimated tokens) and the batch's ``max_tokens``, a batch also stops
+        before the item that would carry it past ``max_tokens``.
 
         A failed batch is split to isolate its poison items, each split part
         a call under the stage's policy, so one bad item fails alone (see
@@ -124,8 +130,10 @@ class StageContext:
         """
         assert self.runtime is not None
         batch = self.batch or Batch(size=default_size)
-        if max_size is not None and batch.size > max_size:
-            batch = Batch(size=max_size, max_wait=batch.max_wait)
+        if batch.size == "auto":
+            batch = batch.model_copy(update={"size": max_size or default_size})
+        if max_size is not None and batch.items > max_size:
+            batch = batch.model_copy(update={"size": max_size})
         return apply_batch_policy(
             self.policy,
             stream,
@@ -140,4 +148,5 @@ class StageContext:
             events=self.events,
             stage=self.stage_id,
             chars=chars,
+            weight=tokens,
         )

@@ -11,11 +11,13 @@ checks and the runner both call it, so "missing" means the same thing at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import hashlib
 import itertools
 import json
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -330,7 +332,7 @@ def source_jsonl(config: JsonlSourceConfig, ctx: StageContext) -> Transform:
                 yield Err(_file_error(config, ctx, f"cannot open {config.path}: {exc.strerror or exc}", None))
                 return
             seen = _Duplicates()
-            with fh:
+            with fh, contextlib.closing(seen):
                 lines = _Lines(fh, config.max_line_bytes)
                 while True:
                     try:
@@ -368,19 +370,28 @@ class _Duplicates:
     """The ids seen so far in one read of a JSON Lines file, as 16-byte digests with their first line.
 
     Two records with one id would otherwise share a source id, and their
-    chunks would replace each other; the later one is refused instead. Memory
-    is about 100 bytes per distinct id.
+    chunks would replace each other; the later one is refused instead. The
+    digests live in a temporary SQLite database (an unnamed one: SQLite keeps
+    its pages in a small cache and spills the rest to a temporary file), so
+    memory stays flat however many lines the file has.
     """
 
     def __init__(self) -> None:
-        self._first: dict[bytes, int] = {}
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        self._db.execute("BEGIN")  # one transaction for the whole read: the data is thrown away after it
+
+    def close(self) -> None:
+        """Drop the digests."""
+        self._db.close()
 
     def check(self, item: Item, lineno: int, config: JsonlSourceConfig, ctx: StageContext) -> Result[Item, ErrInfo]:
         """``item`` if its source id is new, else a ``BAD_INPUT`` error naming the id and its first line."""
         digest = hashlib.blake2b(item.source_id.encode("utf-8"), digest_size=16).digest()
-        first = self._first.setdefault(digest, lineno)
-        if first == lineno:
+        added = self._db.execute("INSERT OR IGNORE INTO seen (digest, line) VALUES (?, ?)", (digest, lineno))
+        if added.rowcount == 1:
             return Ok(item)
+        first = int(self._db.execute("SELECT line FROM seen WHERE digest = ?", (digest,)).fetchone()[0])
         # Its own source id (by line), so the accounting keeps the first record done.
         sid = stable_id({"source": "jsonl", "path": config.path, "line": lineno})
         field = config.id_field or ""

@@ -3,90 +3,85 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
+import contextlib
+import hashlib
+import sqlite3
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 
 from funcpipe.core import AsyncGen, AsyncPlan, Err, ErrCode, ErrInfo, Item, Ok, Result
+from funcpipe.stages._jsonl_file import JsonlFile, JsonlFileError, item_json
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import JsonlSinkConfig, StdoutSinkConfig
 
 
-def item_json(item: Item) -> str:
-    """One JSON line for ``item`` (DESIGN.md's JSON form)."""
-    return json.dumps(item.to_json(), ensure_ascii=False, sort_keys=True, default=str)
+def _jsonl_file(config: JsonlSinkConfig, ctx: StageContext) -> JsonlFile:
+    """The sink's file, its id index in the run's state directory (keyed by the file's absolute path)."""
+    path = ctx.resolve(config.path)
+    digest = hashlib.sha256(str(path.absolute()).encode("utf-8")).hexdigest()[:24]
+    return JsonlFile(path, ctx.state_dir / "sinks" / f"{digest}.ids.sqlite")
 
 
-class JsonlFile:
-    """An append-only JSONL file that never writes an id twice.
+def _opened(sink: JsonlFile, shown: str) -> Result[None, ErrInfo]:
+    try:
+        sink.open()
+    except JsonlFileError as exc:
+        return Err(ErrInfo(ErrCode.BAD_INPUT, str(exc)))
+    except (OSError, sqlite3.Error) as exc:
+        return Err(ErrInfo(ErrCode.TRANSIENT, f"cannot open {shown}: {exc}"))
+    return Ok(None)
 
-    On open, a torn last line (from a crash mid-write) is cut off and the ids
-    already present are read, so a resumed run appends only what is missing.
-    Each write is flushed and fsynced before the items count as committed.
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._ids: set[str] | None = None
+def prepare_sink_jsonl(config: JsonlSinkConfig, ctx: StageContext) -> AsyncPlan[None]:
+    """Check the file before any source is read: a torn last line is cut, any other bad line stops the run."""
 
-    def _open(self) -> set[str]:
-        ids: set[str] = set()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            return ids
-        good = 0
-        with self.path.open("rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    break
-                if isinstance(obj, dict) and "id" in obj:
-                    ids.add(str(obj["id"]))
-                good += len(line)
-        if good != self.path.stat().st_size:
-            with self.path.open("r+b") as fh:
-                fh.truncate(good)
-        return ids
+    async def run() -> Result[None, ErrInfo]:
+        sink = _jsonl_file(config, ctx)
+        try:
+            return await asyncio.to_thread(_opened, sink, config.path)
+        finally:
+            sink.close()
 
-    def write(self, items: Sequence[Item]) -> int:
-        """Append the items not yet in the file; returns how many were written."""
-        if self._ids is None:
-            self._ids = self._open()
-        lines = []
-        for it in items:
-            if it.id in self._ids:
-                continue
-            self._ids.add(it.id)
-            lines.append(item_json(it) + "\n")
-        if lines:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write("".join(lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-        return len(lines)
+    return run
 
 
 def sink_jsonl(config: JsonlSinkConfig, ctx: StageContext) -> Transform:
-    """Append items to a JSON Lines file, idempotently across resumed runs."""
-    sink = JsonlFile(ctx.resolve(config.path))
+    """Append items to a JSON Lines file, idempotently across resumed runs, holding no ids in memory."""
+    sink = _jsonl_file(config, ctx)
+
+    def write(items: Sequence[Item]) -> Result[int, ErrInfo]:
+        opened = _opened(sink, config.path)
+        if isinstance(opened, Err):
+            return opened
+        try:
+            return Ok(sink.write(items))
+        except (OSError, sqlite3.Error) as exc:
+            return Err(ErrInfo(ErrCode.TRANSIENT, f"cannot write {config.path}: {exc}"))
 
     def call(items: Sequence[Item]) -> AsyncPlan[Sequence[Result[Item, ErrInfo]]]:
         async def run() -> Result[Sequence[Result[Item, ErrInfo]], ErrInfo]:
-            try:
-                await asyncio.to_thread(sink.write, items)
-            except OSError as exc:
-                return Err(ErrInfo(ErrCode.TRANSIENT, f"cannot write {config.path}: {exc.strerror}"))
+            written = await asyncio.to_thread(write, items)
+            if isinstance(written, Err):
+                return written
             return Ok([Ok(it) for it in items])
 
         return run
 
     def transform(upstream: AsyncGen[Item]) -> AsyncGen[Item]:
-        return ctx.map_batches(upstream, call)
+        written = ctx.map_batches(upstream, call)
+
+        def run() -> AsyncIterator[Result[Item, ErrInfo]]:
+            async def closing() -> AsyncIterator[Result[Item, ErrInfo]]:
+                try:
+                    async with contextlib.aclosing(written()) as it:  # type: ignore[type-var]
+                        async for r in it:
+                            yield r
+                finally:
+                    sink.close()  # the index's connection; every write has returned by now
+
+            return closing()
+
+        return run
 
     return transform
 

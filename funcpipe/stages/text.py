@@ -129,7 +129,9 @@ def _clean_block(text: str, config: CleanConfig) -> str:
 
 # -- split ------------------------------------------------------------------
 
-_SECTION_BREAK = re.compile(r"\n(?=#{1,6}[^\S\n])")
+_HEADING_START = re.compile(r"\n#{1,6}[^\S\n]")  # a section break with its marker: matches never overlap
+_HEADING_MARK = 7  # the longest marker after the break: six '#' and a space
+_NOT_SPACE = re.compile(r"\S")  # \S is exactly `not str.isspace()` for str patterns
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"'\u2019\u201d)\]]*(?=\s)")
 _LAST_SPACE = re.compile(r"[\s\S]*\s")
@@ -214,12 +216,14 @@ class _Window:
 
     def last_section(self, lo: int, hi: int) -> int | None:
         """The last line break before a Markdown heading, p with lo < p <= hi."""
-        p = self.text.rfind("\n", lo + 1, hi + 1)
-        while p >= 0:
-            if _SECTION_BREAK.match(self.text, p):
-                return p
-            p = self.text.rfind("\n", lo + 1, p)
-        return None
+        # One search in C over the window (and the heading marker just past it),
+        # rather than a match at every line break: code has one every few words.
+        found = None
+        for m in _HEADING_START.finditer(self.text, lo + 1, hi + 1 + _HEADING_MARK):
+            if m.start() > hi:
+                break
+            found = m.start()
+        return found
 
     def last_space(self, lo: int, hi: int) -> int | None:
         """The last whitespace p with lo < p <= hi."""
@@ -289,10 +293,10 @@ class _Boundaries:
 
 
 def _skip_space(text: str, pos: int) -> int:
-    n = len(text)
-    while pos < n and text[pos].isspace():
-        pos += 1
-    return pos
+    if pos >= len(text):
+        return pos
+    m = _NOT_SPACE.search(text, pos)
+    return len(text) if m is None else m.start()
 
 
 def _trim_end(text: str, start: int, end: int) -> int:

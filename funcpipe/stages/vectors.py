@@ -22,7 +22,7 @@ from funcpipe.core import (
     stable_id,
 )
 from funcpipe.policy.batching import WHOLE_CALL
-from funcpipe.ports import EmbedPort, Fingerprint, VectorRecord, VectorStorePort
+from funcpipe.ports import BulkLoadStore, EmbedPort, Fingerprint, VectorRecord, VectorStorePort
 from funcpipe.stages.base import StageContext, Transform
 from funcpipe.stages.config import EmbedConfig, UpsertConfig, VectorQueryConfig
 
@@ -48,13 +48,30 @@ def _texts_only(stream: AsyncGen[Item], ctx: StageContext) -> AsyncGen[Item]:
     return async_gen_and_then(stream, check)
 
 
+def estimate_tokens(text: str) -> int:
+    """A cautious estimate of the tokens ``text`` costs an embedding API: a third of its UTF-8 bytes.
+
+    BPE tokenizers (OpenAI's cl100k among them) average about four bytes of
+    English or three of source code per token, so this rarely falls short of
+    the real count; where it does (a request refused as too large), the
+    batch is split like any batch the service refuses.
+    """
+    n = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return max(1, (n + 2) // 3)
+
+
+def item_tokens(item: Item) -> int:
+    """`estimate_tokens` of an item's text (1 for an item without text)."""
+    return estimate_tokens(item_text(item) or "")
+
+
 def _cost_fn(ctx: StageContext) -> Any:
     limit = ctx.policy.rate_limit
     if limit is None or limit.cost == 1:
         return None
     if limit.cost == "items":
         return len
-    return lambda items: max(1, sum(len(item_text(i) or "") for i in items) // 4)
+    return lambda items: sum(item_tokens(i) for i in items)
 
 
 def _chars(items: Sequence[Item]) -> int:
@@ -63,7 +80,12 @@ def _chars(items: Sequence[Item]) -> int:
 
 
 def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
-    """Embed each item's text; the output data is ``{"text", "embedding"}``."""
+    """Embed each item's text; the output data is ``{"text", "embedding"}``.
+
+    One batch is one request: up to the adapter's ``max_batch`` texts and,
+    when the batch has ``max_tokens`` (the adapter's per-request limit unless
+    the spec sets one), up to that many estimated tokens (`estimate_tokens`).
+    """
     port = cast(EmbedPort, ctx.adapter)
 
     def call(items: Sequence[Item]) -> AsyncPlan[Sequence[Result[Item, ErrInfo]]]:
@@ -78,7 +100,10 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
             out: list[Result[Item, ErrInfo]] = []
             for it, text, r in zip(items, texts, res.value, strict=True):
                 if isinstance(r, Ok):
-                    data = {"text": text, "embedding": [float(x) for x in r.value]}
+                    vector = r.value
+                    # Adapters checked the values; a list is kept as it is, not copied again.
+                    embedding = vector if type(vector) is list else [float(x) for x in vector]
+                    data = {"text": text, "embedding": embedding}
                     out.append(Ok(it.evolve(data=data, meta={**it.meta, "embedder": fp})))
                 else:
                     out.append(r)
@@ -93,6 +118,7 @@ def embed(config: EmbedConfig, ctx: StageContext) -> Transform:
             max_size=port.max_batch,
             cost=_cost_fn(ctx),
             chars=_chars,
+            tokens=item_tokens,
         )
 
     return transform
@@ -199,6 +225,15 @@ def prepare_upsert(_config: UpsertConfig, ctx: StageContext) -> AsyncPlan[None] 
     if ctx.embedder is None:
         return None
     return cast(VectorStorePort, ctx.adapter).ensure(ctx.embedder.fingerprint)
+
+
+def finish_upsert(_config: UpsertConfig, ctx: StageContext) -> AsyncPlan[bool] | None:
+    """The store's ``finish_load`` (its deferred vector index), once the stream has drained.
+
+    None for a store that defers nothing.
+    """
+    store = ctx.adapter
+    return store.finish_load() if isinstance(store, BulkLoadStore) else None
 
 
 async def _delete_stale(

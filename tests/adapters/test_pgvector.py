@@ -159,10 +159,12 @@ async def test_create_gives_a_vector_store_port(pg_resources: RunResources) -> N
     assert isinstance(create(PgvectorConfig(), pg_resources), VectorStorePort)
 
 
-async def test_ensure_creates_an_hnsw_cosine_index_once(pg_resources: RunResources, pg_dsn: str) -> None:
+async def test_ensure_and_finish_load_create_an_hnsw_cosine_index_once(pg_resources: RunResources, pg_dsn: str) -> None:
     s = store(pg_resources)
     assert await s.ensure(FP)() == Ok(None)
     assert await s.ensure(FP)() == Ok(None)
+    assert await s.finish_load()() == Ok(True)
+    assert await s.finish_load()() == Ok(False)
     table = s.name.split(".")[1]
     hnsw = [d for d in (await _indexes(pg_dsn, table)).values() if "hnsw" in d]
     assert len(hnsw) == 1
@@ -191,7 +193,11 @@ async def test_concurrent_ensures_all_succeed(pg_resources: RunResources, pg_dsn
     stores = [PgvectorStore(PgvectorConfig(table=table), pg_resources) for _ in range(4)]
     results = await asyncio.gather(*(s.ensure(FP)() for s in stores))
     assert results == [Ok(None)] * 4
-    assert len(await _indexes(pg_dsn, table)) == 4  # primary key, source_id, (origin, source_id), hnsw
+    # primary key, source_id, (origin, source_id); hnsw waits for the end of the load
+    assert len(await _indexes(pg_dsn, table)) == 3
+    built = await asyncio.gather(*(s.finish_load()() for s in stores))
+    assert sorted(r.value for r in built if isinstance(r, Ok)) == [False, False, False, True]  # one builds it
+    assert len(await _indexes(pg_dsn, table)) == 4
 
 
 async def test_a_table_funcpipe_did_not_create_is_refused(pg_resources: RunResources, pg_dsn: str) -> None:

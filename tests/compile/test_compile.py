@@ -156,7 +156,7 @@ def test_compile_resolves_what_each_stage_kind_declares_it_needs(tmp_path: Path)
     assert store.origin == "pure/load"
     assert store.run_batch is not None and store.run_batch.size == 256  # the kind's default
     assert p.stage("embed").run_batch is not None and p.stage("embed").run_batch.size == 8  # as written
-    assert not copy.kind.embedder and copy.kind.prepare is None
+    assert not copy.kind.embedder and copy.kind.finish is None and not copy.kind.fill_requests
 
 
 def test_compile_resolves_the_query_once(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import funcpipe.testing
 POLICY = {
     # values
     "Backoff", "Batch", "CircuitBreaker", "Duration", "ErrorCode", "Fairness", "NO_POLICY", "Policy",
-    "RateLimit", "Retry", "Timeout", "format_duration", "parse_duration",
+    "RateLimit", "RequestLimits", "Retry", "Timeout", "format_duration", "parse_duration",
     # call-level interpreters
     "Breaker", "BreakerState", "PolicyRuntime", "RateLimiter", "Ticket", "Turn", "apply_policy",
     "backoff_delays", "delays", "retry_after", "should_retry", "wait_before_retry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -490,3 +491,87 @@ def test_a_slow_consumer_stops_the_producer() -> None:
 def test_a_non_positive_buffer_is_refused() -> None:
     with pytest.raises(ValueError, match="buffer must be >= 1 item, got -1"):
         apply_batch_policy(Policy(), source(range(3)), Service().call_batch, Batch(size=2), buffer=-1)
+
+
+# --- WaitingItems: batches bounded by weight (an embedding request's tokens) ------------------
+
+
+def test_a_batch_is_full_once_its_items_weigh_max_weight() -> None:
+    waiting: WaitingItems[int] = WaitingItems(100, max_wait=5.0, weight=lambda v: v, max_weight=10)
+    for v in (4, 5):
+        waiting.push(v)
+    assert waiting.ready(0.0) is None
+    waiting.push(3)
+
+    assert waiting.ready(0.0) == "full"
+    assert waiting.take() == [4, 5]
+    assert (len(waiting), waiting.ready(0.0)) == (1, None)
+
+
+def test_an_item_heavier_than_max_weight_leaves_alone() -> None:
+    waiting: WaitingItems[int] = WaitingItems(100, weight=lambda v: v, max_weight=10)
+    for v in (2, 30, 1):
+        waiting.push(v)
+
+    assert [waiting.take(), waiting.take(), waiting.take()] == [[2], [30], [1]]
+
+
+def test_the_item_held_back_keeps_its_arrival_time_for_max_wait() -> None:
+    waiting: WaitingItems[int] = WaitingItems(100, max_wait=5.0, weight=lambda v: v, max_weight=10)
+    waiting.push(6, now=1.0)
+    waiting.push(6, now=2.0)
+    assert waiting.take() == [6]
+
+    assert waiting.due_at() == 7.0
+
+
+@settings(max_examples=200, derandomize=True)
+@given(
+    weights=st.lists(st.integers(1, 40), max_size=60),
+    size=st.integers(1, 12),
+    max_weight=st.integers(1, 60),
+    fair=st.booleans(),
+)
+def test_weighed_batches_keep_every_item_once_in_order_and_within_both_bounds(
+    weights: list[int], size: int, max_weight: int, fair: bool
+) -> None:
+    waiting: WaitingItems[tuple[int, int]] = WaitingItems(size, fair=fair, weight=lambda v: v[1], max_weight=max_weight)
+    for i, w in enumerate(weights):
+        waiting.push((i, w), key="k")
+    batches = []
+    while len(waiting):
+        assert waiting.ready(0.0, flush=True) is not None
+        batches.append(waiting.take())
+
+    assert [v for b in batches for v in b] == list(enumerate(weights))
+    for b in batches:
+        assert 1 <= len(b) <= size
+        assert len(b) == 1 or sum(w for _, w in b) <= max_weight or size == 1
+    # Greedy: a batch ends early only because the next item would not fit.
+    for b, nxt in itertools.pairwise(batches):
+        if len(b) < size and size > 1:
+            assert sum(w for _, w in b) + nxt[0][1] > max_weight
+
+
+async def test_a_weighed_batch_stream_sends_each_batch_within_max_tokens() -> None:
+    sent: list[list[int]] = []
+
+    def call(items: Sequence[int]) -> AsyncPlan[Sequence[Result[int, ErrInfo]]]:
+        async def run() -> Result[Sequence[Result[int, ErrInfo]], ErrInfo]:
+            sent.append(list(items))
+            return Ok([Ok(i) for i in items])
+
+        return run
+
+    async def main() -> list[Result[int, ErrInfo]]:
+        stream = apply_batch_policy(
+            Policy(),
+            async_gen_from_iterable([3, 3, 3, 3, 9, 1]),
+            call,
+            Batch(size=4, max_tokens=7),
+            weight=lambda v: v,
+        )
+        return await drain(stream)
+
+    assert await main() == [Ok(v) for v in (3, 3, 3, 3, 9, 1)]
+    assert sent == [[3, 3], [3, 3], [9], [1]]

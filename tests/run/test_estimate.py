@@ -59,19 +59,19 @@ name: e
 adapters:
   emb: {kind: openai, model: text-embedding-3-small, base_url: "http://127.0.0.1:9/v1", max_batch: 10}
 policies:
-  api: {rate_limit: {requests: 2, per: 1s, burst: 3, cost: items}, concurrency: 2}
+  api: {rate_limit: {requests: 2, per: 1s, burst: 9, cost: items}, concurrency: 2}
 stages:
   - {id: load, use: source.jsonl, with: {path: items.jsonl}}
-  - {id: embed, use: embed, adapter: emb, policy: api, batch: {size: 64}}
+  - {id: embed, use: embed, adapter: emb, policy: api, batch: {size: auto}}
 """
 
 
-def test_requests_use_the_batch_capped_by_max_batch_and_the_rate_bound_its_cost(tmp_path: Path) -> None:
+def test_requests_use_the_batch_filled_to_max_batch_and_the_rate_bound_its_cost(tmp_path: Path) -> None:
     (tmp_path / "items.jsonl").write_text("".join(f'{{"text": "t{i}"}}\n' for i in range(25)) + "\n")
     loaded = load_spec_text(SPEC, base_dir=tmp_path)
     embed = estimate(compile_pipeline(loaded), latency=0.5)[1]
-    assert (embed.inputs, embed.requests, embed.batch) == (25, 3, "batch 64 (max_batch 10)")
-    assert embed.min_s_rate == pytest.approx((25 - 3) / 2)  # cost: items, after a burst of 3
+    assert (embed.inputs, embed.requests, embed.batch) == (25, 3, "batch 10 (auto)")
+    assert embed.min_s_rate == pytest.approx((25 - 9) / 2)  # cost: items, after a burst of 9
     assert embed.min_s_concurrency == pytest.approx(3 * 0.5 / 2)
     assert embed.min_s == embed.min_s_rate
 

@@ -30,10 +30,11 @@ def no_timed_flush(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_done_item_is_done_for_its_content_and_key_only(path: Path) -> None:
-    led = Ledger(path, KEY, "run-1")
-    led.record("s1", "c1", "done")
-    led.record("s2", "c2", "failed")
-    led.flush()
+    first = Ledger(path, KEY, "run-1")
+    first.record("s1", "c1", "done")
+    first.record("s2", "c2", "failed")
+    first.close()
+    led = Ledger(path, KEY, "run-2")
     assert led.is_done("s1", "c1")
     assert not led.is_done("s1", "c1-edited")  # changed content is redone
     assert not led.is_done("s2", "c2")  # failed items are redone
@@ -43,9 +44,10 @@ def test_a_done_item_is_done_for_its_content_and_key_only(path: Path) -> None:
 
 
 def test_records_under_an_explicit_key_are_apart_from_the_default(path: Path) -> None:
-    led = Ledger(path, KEY, "run-1")
-    led.record("s1", "c1", "done", key="key-2")
-    led.flush()
+    first = Ledger(path, KEY, "run-1")
+    first.record("s1", "c1", "done", key="key-2")
+    first.close()
+    led = Ledger(path, KEY, "run-2")
     assert led.is_done("s1", "c1", key="key-2")
     assert not led.is_done("s1", "c1")
     assert led.count() == 0
@@ -110,14 +112,14 @@ def test_forget_drops_the_unlisted_items_of_one_key_after_flushing(path: Path) -
     led.record("a", "x", "done", key="key-2")
     # Pending records are committed first, so "c" (recorded, not yet flushed) is seen and dropped.
     assert led.forget(KEY, lambda sid: sid == "a") == 2
-    assert led.is_done("a", "x")
-    assert not led.is_done("b", "x")
-    assert not led.is_done("c", "x")
-    assert led.is_done("a", "x", key="key-2")
     assert led.forget(KEY, lambda sid: True) == 0
     led.close()
     reopened = Ledger(path, KEY, "run-2")
     assert reopened.count() == 1  # the forgetting was committed
+    assert reopened.is_done("a", "x")
+    assert not reopened.is_done("b", "x")
+    assert not reopened.is_done("c", "x")
+    assert reopened.is_done("a", "x", key="key-2")
     reopened.close()
 
 
@@ -192,3 +194,72 @@ def test_after_close_an_item_is_done_exactly_when_its_last_record_is_done_with_t
                 assert again.is_done(sid, content) == (last.get(sid) == (content, "done"))
         assert again.count() == len(last)
         again.close()
+
+
+# -- layout: compact rows, the first layout carried over, superseded keys pruned -------------------
+
+
+def test_hex_digests_and_other_texts_are_told_apart(path: Path) -> None:
+    digest = "ab" * 32
+    led = Ledger(path, KEY, "run-1")
+    for sid in (digest, digest.upper(), "docs/a.md", "", "0"):
+        led.record(sid, digest, "done")
+    led.close()
+    again = Ledger(path, KEY, "run-2")
+    for sid in (digest, digest.upper(), "docs/a.md", "", "0"):
+        assert again.is_done(sid, digest)
+        assert not again.is_done(sid, digest.upper())  # content compared exactly, case included
+    assert again.count() == 5
+    again.close()
+
+
+def test_a_ledger_of_the_first_layout_is_carried_over_once(path: Path) -> None:
+    import sqlite3
+
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE settled (pipeline TEXT NOT NULL, source_id TEXT NOT NULL, content TEXT NOT NULL, "
+        "outcome TEXT NOT NULL, run_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (pipeline, source_id)) "
+        "WITHOUT ROWID"
+    )
+    db.executemany(
+        "INSERT INTO settled VALUES (?, ?, ?, ?, ?, 0)",
+        [(KEY, "s1", "c1", "done", "old"), (KEY, "s2", "c2", "failed", "old"), ("key-2", "s1", "c1", "done", "old")],
+    )
+    db.commit()
+    db.close()
+
+    led = Ledger(path, KEY, "new")
+    assert led.is_done("s1", "c1") and not led.is_done("s2", "c2")
+    assert led.is_done("s1", "c1", key="key-2")
+    assert (led.count("done"), led.count("failed")) == (1, 1)
+    led.close()
+    assert Ledger(path, KEY, "again").count() == 2
+
+
+def test_a_new_resume_key_of_a_stage_drops_the_records_of_its_earlier_keys(path: Path) -> None:
+    led = Ledger(path, KEY, "run-1")
+    led.record("s1", "c1", "done", key="v1")
+    led.record("s1", "c1", "done", key="other-stage")
+    assert led.prune_superseded("p/load", "v1") == 0
+    assert led.prune_superseded("p/other", "other-stage") == 0
+    led.record("s1", "c1", "done", key="v2")
+
+    assert led.prune_superseded("p/load", "v2") == 1
+    led.close()
+    again = Ledger(path, KEY, "run-2")
+    assert not again.is_done("s1", "c1", key="v1")
+    assert again.is_done("s1", "c1", key="v2")
+    assert again.is_done("s1", "c1", key="other-stage")  # another stage's key is not superseded
+    again.close()
+
+
+def test_a_key_without_rows_when_first_used_answers_for_earlier_runs_only(path: Path) -> None:
+    led = Ledger(path, KEY, "run-1")
+    assert not led.is_done("s1", "c1")  # first use: the key has no rows
+    led.record("s1", "c1", "done")
+    led.flush()
+    assert not led.is_done("s1", "c1")  # this run's own records are not looked up
+    led.close()
+    assert Ledger(path, KEY, "run-2").is_done("s1", "c1")

@@ -167,3 +167,14 @@ def test_a_file_vanishing_after_listing_is_bad_input_naming_it(tmp_path: Path) -
     assert isinstance(first, Ok) and isinstance(second, Err)
     assert (second.error.code, second.error.meta["path"]) == ("BAD_INPUT", "b.txt")
     assert "cannot read b.txt" in second.error.msg
+
+
+def test_jsonl_duplicate_ids_are_refused_naming_the_first_line_however_far_back(tmp_path: Path) -> None:
+    rows = [{"k": f"r{i}"} for i in range(3000)] + [{"k": "r7"}, {"k": "r2999"}, {"k": "new"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_source(source_jsonl(JsonlSourceConfig(path="in.jsonl", id_field="k"), ctx(tmp_path)), tmp_path)
+
+    assert sum(isinstance(r, Ok) for r in out) == 3001
+    refused = [r.error for r in out if not isinstance(r, Ok)]
+    assert [e.meta["duplicate_of_line"] for e in refused] == [8, 3000]
+    assert "line 3001: duplicate k 'r7': line 8 has the same id" in refused[0].msg

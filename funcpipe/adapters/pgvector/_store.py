@@ -82,6 +82,7 @@ class PgvectorStore:
         self._schema = quote_ident(config.db_schema)
         self._table = f"{self._schema}.{quote_ident(config.table)}"
         self._hnsw_index_name = derived_name(config.table, "embedding_hnsw")
+        self._hnsw_definition = f"ON {self._table} USING hnsw (embedding vector_cosine_ops)"
         self._source_index_name = derived_name(config.table, "source_id")
         self._origin_index_name = derived_name(config.table, "origin_source_id")
         self._iterative_scan: bool | None = None
@@ -117,7 +118,10 @@ class PgvectorStore:
     # -- ensure --
 
     def ensure(self, fingerprint: Fingerprint) -> AsyncPlan[None]:
-        """Create the extension, schema, table and indexes that are missing; check the fingerprint."""
+        """Create the extension, schema, table and indexes that are missing; check the fingerprint.
+
+        The vector index of an empty table is left for `finish_load`, after the bulk load.
+        """
 
         async def body(pool: asyncpg.Pool) -> Result[None, ErrInfo]:
             async with _connection(pool) as conn, conn.transaction():
@@ -206,8 +210,8 @@ class PgvectorStore:
             self._source_index_name: f"ON {self._table} (source_id)",
             self._origin_index_name: f"ON {self._table} (origin, source_id)",
         }
-        if self._config.index == "hnsw":
-            wanted[self._hnsw_index_name] = f"ON {self._table} USING hnsw (embedding vector_cosine_ops)"
+        if self._config.index == "hnsw" and not await self._load_first(conn):
+            wanted[self._hnsw_index_name] = self._hnsw_definition
         # Only what is missing: CREATE INDEX IF NOT EXISTS would still lock the
         # table against writers and require ownership.
         existing = {
@@ -222,6 +226,46 @@ class PgvectorStore:
         for name, definition in wanted.items():
             if name not in existing:
                 await conn.execute(f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} {definition}")
+
+    async def _load_first(self, conn: asyncpg.Connection) -> bool:
+        """Whether the vector index waits for `finish_load`: the table is empty, so a bulk load comes first.
+
+        Building an HNSW index once over loaded rows is several times faster
+        than maintaining it on every insert. A table that has rows (a later,
+        incremental run, or a load cut short by a crash) gets its index at
+        once, so it is never left without one past the end of a run.
+        """
+        return not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {self._table})")
+
+    def finish_load(self) -> AsyncPlan[bool]:
+        """Build the vector index that `ensure` left for after the load; True if it was built now.
+
+        Idempotent: with the index present (or ``index: none``, or no table)
+        it does nothing. Queries work before it exists, by exact scan.
+        """
+
+        async def body(pool: asyncpg.Pool) -> Result[bool, ErrInfo]:
+            if self._config.index != "hnsw":
+                return Ok(False)
+            async with _connection(pool) as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _ENSURE_LOCK)
+                present = await conn.fetchrow(
+                    "SELECT (SELECT true FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')) "
+                    "AS has_table, (SELECT true FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $3) AS has_index",
+                    self._config.db_schema,
+                    self._config.table,
+                    self._hnsw_index_name,
+                )
+                if not present["has_table"] or present["has_index"]:
+                    return Ok(False)
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {quote_ident(self._hnsw_index_name)} {self._hnsw_definition}"
+                )
+            return Ok(True)
+
+        return self._plan("build the vector index of", body)
 
     def _mismatch(self, stored: Fingerprint | None, configured: Fingerprint) -> ErrInfo:
         if stored is None:

@@ -101,10 +101,12 @@ def apply_batch_policy(
     buffer: int | None = None,
     split: bool = True,
     chars: Callable[[Sequence[T]], int] | None = None,
+    weight: Callable[[T], int] | None = None,
 ) -> AsyncGen[U]:
     """Group ``stream`` into batches and map the batch call ``f`` over them.
 
-    A batch is up to ``batch.size`` items, or those that have arrived
+    A batch is up to ``batch.size`` items (and, with ``weight``, up to
+    ``batch.max_tokens`` of their weight), or those that have arrived
     ``batch.max_wait`` after its first item, whichever comes first; what is
     left is flushed at the end of the stream and as soon as ``shutdown`` is
     set. When every worker is busy a due batch keeps filling, up to its size,
@@ -135,6 +137,8 @@ def apply_batch_policy(
             module docs); False fails every item of a failed batch alike.
         chars: the characters of text a batch sends, from which the
             runtime's meter estimates its tokens (usage and budgets).
+        weight: the estimated tokens of an input; with ``batch.max_tokens``,
+            a batch stops before the input that would pass it.
 
     Returns:
         The stream of per-item results. A batch-level ``Err`` the items may
@@ -162,8 +166,10 @@ def apply_batch_policy(
             key=fair_key,
             weights=weights,
             buffer=buffer,
-            size=batch.size,
+            size=batch.items,
             max_wait=batch.max_wait,
+            weight=weight if batch.max_tokens is not None else None,
+            max_weight=batch.max_tokens,
             clock=clock,
             shutdown=shutdown,
             events=events,

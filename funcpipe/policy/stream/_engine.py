@@ -56,6 +56,8 @@ class Engine(Generic[T, U]):
         buffer: items waiting for a worker at most; None for the default.
         size: the batch size (1 without batching).
         max_wait: seconds a partial batch may wait.
+        weight: the weight of one input (its estimated tokens), read with ``max_weight``.
+        max_weight: the most weight one batch carries; None for no bound.
         clock: times ``max_wait``.
         shutdown: once set, waiting items leave at once in partial batches.
         events: receives a ``batch`` event per batch taken (batch calls only).
@@ -76,6 +78,8 @@ class Engine(Generic[T, U]):
         buffer: int | None = None,
         size: int = 1,
         max_wait: float | None = None,
+        weight: Callable[[T], int] | None = None,
+        max_weight: int | None = None,
         clock: Clock = REAL_CLOCK,
         shutdown: asyncio.Event | None = None,
         events: EventSink = null_sink,
@@ -111,6 +115,8 @@ class Engine(Generic[T, U]):
                 weights=weights,
                 capacity=capacity,
                 events=call_batch is not None,
+                weight=weight,
+                max_weight=max_weight,
             )
 
         self._outstanding = 0  # read and not yet consumed
@@ -351,12 +357,11 @@ class Engine(Generic[T, U]):
     async def _time(self) -> None:
         """Wake a worker when the oldest waiting item has waited ``max_wait``."""
         assert self.batches is not None
-        size = self.batches.size
         waiting = self.batches.waiting
         clock = self.clock
         while not self.flush:
             due = waiting.due_at()
-            if due is not None and len(waiting) < size:
+            if due is not None and not waiting.full():
                 delay = due - clock.now()
                 if delay > 0:
                     await clock.sleep(delay)

@@ -13,7 +13,7 @@ reader and the timer as that makes work or room;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from funcpipe.core import Item
@@ -39,6 +39,8 @@ class Batches(Generic[T, U]):
         weights: relative share per key when ``fair``.
         capacity: items waiting at most.
         events: whether to emit a ``batch`` event per batch taken.
+        weight: the weight of one input (its estimated tokens), read with ``max_weight``.
+        max_weight: the most weight one batch carries (see `WaitingItems`).
     """
 
     __slots__ = ("_capacity", "_engine", "_events", "_fair", "_key_capacity", "size", "timed", "waiting")
@@ -53,9 +55,18 @@ class Batches(Generic[T, U]):
         weights: Mapping[str, float] | None,
         capacity: int,
         events: bool,
+        weight: Callable[[T], int] | None = None,
+        max_weight: int | None = None,
     ) -> None:
         self._engine = engine
-        self.waiting: WaitingItems[Slot[T, U]] = WaitingItems(size, max_wait, fair=fair, weights=weights)
+        self.waiting: WaitingItems[Slot[T, U]] = WaitingItems(
+            size,
+            max_wait,
+            fair=fair,
+            weights=weights,
+            weight=(lambda slot: weight(slot.value)) if weight is not None else None,
+            max_weight=max_weight,
+        )
         self.size = size
         self.timed = size > 1 and max_wait is not None
         self._fair = fair
@@ -106,6 +117,6 @@ class Batches(Generic[T, U]):
                     data={"items": len(slots), "reason": reason},
                 )
             )
-        if engine.idle and not engine.waking and (len(waiting) >= self.size or engine.flush):
+        if engine.idle and not engine.waking and (waiting.full() or engine.flush):
             engine.wake_worker()
         return slots
