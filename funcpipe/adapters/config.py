@@ -284,10 +284,16 @@ class PgvectorConfig(AdapterConfig):
     distance: Literal["cosine"] = Field("cosine", description="Distance used by queries and the index.")
     pool_max: Int = Field(4, ge=1, le=64, description="Connections in the pool at most.")
     exact: bool = Field(False, description="Exact scan for queries (no index), ties broken by id.")
+    language: str = Field(
+        "english",
+        description="Text search configuration of the full-text column: english (stemming, stop words) "
+        "or simple (lower-casing only: code, identifiers, mixed languages).",
+    )
+    rrf_k: Int = Field(60, ge=1, le=10_000, description="Hybrid search: the rank constant of reciprocal rank fusion.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    @field_validator("table", "db_schema")
+    @field_validator("table", "db_schema", "language")
     @classmethod
     def _identifier(cls, v: str) -> str:
         if not _IDENT.fullmatch(v):
@@ -302,6 +308,7 @@ class MemoryConfig(AdapterConfig):
     """In-process vector store with the same contract as pgvector (tests, small corpora)."""
 
     kind: Literal["memory"] = "memory"
+    rrf_k: Int = Field(60, ge=1, le=10_000, description="Hybrid search: the rank constant of reciprocal rank fusion.")
 
 
 class ExtractiveConfig(AdapterConfig):

@@ -193,16 +193,6 @@ async def test_existing_ids_are_the_stored_ones_among_those_asked(new_store: Sto
     assert ok(await store.existing_ids(["zz"])()) == set()
 
 
-async def test_unsupported_retrieval_modes_fail_as_service_specific(new_store: StoreFactory) -> None:
-    store = await ready(new_store)
-    await store.upsert([rec("a1", [1, 0, 0], "A")])()
-    for mode in ("keyword", "hybrid"):
-        res = await store.query([1.0, 0.0, 0.0], 3, text="a", mode=mode)()
-        assert isinstance(res, Err)
-        assert res.error.code == ErrCode.SERVICE_SPECIFIC
-        assert mode in res.error.msg
-
-
 async def test_source_ids_lists_the_distinct_sources_of_an_origin(new_store: StoreFactory) -> None:
     store = await ready(new_store)
     assert ok(await store.source_ids("p/load")()) == []
