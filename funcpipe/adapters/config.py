@@ -146,6 +146,17 @@ class HashingConfig(AdapterConfig):
         return v
 
 
+class WordLlamaConfig(AdapterConfig):
+    """Local semantic embedder: WordLlama's static token vectors, shipped in its wheel; no network."""
+
+    kind: Literal["wordllama"] = "wordllama"
+    model: Literal["l2_supercat"] = Field("l2_supercat", description="The model: the weights the package ships.")
+    dim: Literal[64, 128, 256] = Field(
+        256, description="Vector dimension: the model's 256, or its first 128 or 64 (Matryoshka truncation)."
+    )
+    max_batch: Int = Field(256, ge=1, le=100_000, description="Texts embedded per call at most.")
+
+
 class _HTTPConfig(AdapterConfig):
     base_url: str = Field(..., description="Base URL of the API.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
@@ -321,6 +332,7 @@ class ExtractiveConfig(AdapterConfig):
 
 BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     "hashing": HashingConfig,
+    "wordllama": WordLlamaConfig,
     "openai": OpenAIConfig,
     "ollama": OllamaConfig,
     "cohere": CohereConfig,

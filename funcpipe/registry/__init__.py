@@ -305,6 +305,7 @@ def _builtins() -> Registry:
     a = "funcpipe.adapters"
     provides: dict[str, tuple[type, ...]] = {
         "hashing": (EmbedPort,),
+        "wordllama": (EmbedPort,),
         "openai": (EmbedPort, GeneratePort),
         "ollama": (EmbedPort, GeneratePort),
         "cohere": (EmbedPort,),
