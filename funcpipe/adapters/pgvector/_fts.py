@@ -11,6 +11,8 @@ question's lexemes (``to_tsvector`` of its text, so any text is safe: no
 query syntax is parsed), their document frequencies (one GIN lookup each),
 the rows holding any of them, and each such row's term frequencies. A
 document's length is its number of distinct lexemes, as in the memory store.
+The statistics are materialised once per query: inlined, the planner could
+recount them for every candidate row.
 """
 
 from __future__ import annotations
@@ -72,14 +74,14 @@ def keyword_sql(table: str, *, filtered: bool) -> str:
     """
     only = "AND t.meta @> $4::jsonb" if filtered else ""
     return f"""
-WITH terms AS (
+WITH terms AS MATERIALIZED (
     -- Each lexeme as a tsquery of its own: quoted, its quotes and backslashes doubled.
     SELECT DISTINCT u.lexeme,
         ('''' || replace(replace(u.lexeme, '\\', '\\\\'), '''', '''''') || '''')::tsquery AS tq
     FROM unnest(to_tsvector($1::regconfig, $2::text)) AS u
-), stats AS (
+), stats AS MATERIALIZED (
     SELECT count(*)::float8 AS n, coalesce(avg(length({COLUMN})), 0)::float8 AS avgdl FROM {table}
-), df AS (
+), df AS MATERIALIZED (
     SELECT terms.lexeme, (SELECT count(*) FROM {table} WHERE {COLUMN} @@ terms.tq)::float8 AS df FROM terms
 ), candidates AS (
     SELECT t.id, t.{COLUMN} FROM {table} t
