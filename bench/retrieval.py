@@ -253,7 +253,7 @@ async def main(args: argparse.Namespace) -> None:
         ("hybrid: wordllama + BM25, RRF k=60", wordllama, wl_vecs, "hybrid"),
         (f"hybrid: wordllama + BM25, RRF k={MAIN_JOB_RRF_K} (the main job)", wordllama, wl_vecs, "hybrid"),
     ]
-    rows = await on_pgvector(chunks, settings)
+    rows = [] if args.no_pgvector else await on_pgvector(chunks, settings)
     if args.memory:
         for label, embedder, vecs, mode in settings:
             store = MemoryStore(rrf_k=MAIN_JOB_RRF_K if "main job" in label else 60)
@@ -274,6 +274,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"  {r.label:45} answered {min(r.answered):.3f} / {statistics.median(r.answered):.3f}; "
                 f"off-topic {statistics.median(r.off_topic):.3f} / {max(r.off_topic):.3f}"
             )
+    if not rows:
+        return
     r = rows[-1]
     print(
         f"share of the question's terms in the best of the top {TOP_K} (weak below {WEAK_COVERAGE}): answered, "
@@ -307,6 +309,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], help="the corpus directory")
     parser.add_argument("--memory", action="store_true", help="also on the memory store (slow)")
+    parser.add_argument("--no-pgvector", action="store_true", help="without pgvector (with --memory: memory only)")
     return parser.parse_args(argv)
 
 
