@@ -112,7 +112,9 @@ def embed_texts(model: _Model, texts: Sequence[str], dim: int) -> list[list[floa
     import numpy as np
 
     table = model.table
-    encodings = model.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    # encode_batch_fast skips computing character offsets, which are not needed here (a quarter of the time).
+    encode = getattr(model.tokenizer, "encode_batch_fast", model.tokenizer.encode_batch)
+    encodings = encode(list(texts), add_special_tokens=False)
     out: list[list[float]] = []
     i = 0
     while i < len(encodings):
