@@ -150,4 +150,6 @@ def query(
     click.echo("\nSources:")
     for i, h in enumerate(ans.hits, start=1):
         where = h.meta.get("path") or h.source_id[:12]
-        click.echo(f"  [{i}] {where} (score {h.score:.3f})")
+        section = h.meta.get("section")
+        cited = f"{where} § {section}" if section else where
+        click.echo(f"  [{i}] {cited} (score {h.score:.3f})")
