@@ -1,6 +1,6 @@
 """``funcpipe query`` through each generation backend, against its local server.
 
-The main job is ingested once (hashing embedder, embedded pgvector); each
+The main job is ingested once (its wordllama embedder, embedded pgvector); each
 backend's spec is ``pipelines/rag.yaml`` with its ``llm:`` line switched,
 beside it, so every query reads the same stored chunks. The servers record
 what they received: the path, the headers and the body each API requires.
