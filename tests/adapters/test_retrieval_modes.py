@@ -186,6 +186,9 @@ async def test_pgvector_adds_the_full_text_column_to_an_older_table(pg_resources
     assert await store.ensure(FP)() == Ok(None)
     pool = await pg_resources.pg_pool(None)
     await pool.execute(f'ALTER TABLE "{config.table}" DROP COLUMN fts')
+    res = await store.query([1.0, 0.0, 0.0], 3, text="shutdown", mode="hybrid")()
+    assert isinstance(res, Err)
+    assert res.error.code == ErrCode.SERVICE_SPECIFIC and "funcpipe run" in res.error.msg
     assert await store.ensure(FP)() == Ok(None)  # a table made before the column existed
     assert isinstance(
         await store.upsert([VectorRecord("x", "s", "graceful shutdown", [1.0, 0.0, 0.0], {}, "p/load")])(), Ok

@@ -405,13 +405,25 @@ class PgvectorStore:
             return QueryHit(r["id"], r["source_id"], r["text"], score, _meta(r["meta"]), scores)
 
         async def body(pool: asyncpg.Pool) -> Result[list[QueryHit], ErrInfo]:
-            async with _connection(pool) as conn, conn.transaction(readonly=True):
-                if mode == "keyword":
-                    return Ok([hit(r, s, {"keyword": s}) for r, s in await by_keyword(conn)])
-                vectors = await by_vector(conn)
-                if mode == "vector":
-                    return Ok([hit(r, s, {"vector": s}) for r, s in vectors])
-                keywords = await by_keyword(conn)
+            try:
+                async with _connection(pool) as conn, conn.transaction(readonly=True):
+                    if mode == "keyword":
+                        return Ok([hit(r, s, {"keyword": s}) for r, s in await by_keyword(conn)])
+                    vectors = await by_vector(conn)
+                    if mode == "vector":
+                        return Ok([hit(r, s, {"vector": s}) for r, s in vectors])
+                    keywords = await by_keyword(conn)
+            except asyncpg.UndefinedColumnError as exc:
+                if _fts.COLUMN not in str(exc):
+                    raise
+                return Err(
+                    ErrInfo(
+                        ErrCode.SERVICE_SPECIFIC,
+                        f"table {self._name} has no full-text column yet (it was made before keyword search): "
+                        f"run the ingest pipeline once (funcpipe run) to add it, or query with mode: vector",
+                        {"table": self._name, "mode": mode},
+                    )
+                )
             rows = {r["id"]: r for r, _ in [*vectors, *keywords]}
             own = {"vector": {r["id"]: s for r, s in vectors}, "keyword": {r["id"]: s for r, s in keywords}}
             fused = rrf([[r["id"] for r, _ in vectors], [r["id"] for r, _ in keywords]], self._config.rrf_k)
