@@ -439,26 +439,33 @@ class Pipeline:
         _check_settings(options)
         return _sync("Pipeline.run()", "pipeline.run_async()", lambda: self.run_async(**options))
 
-    async def query_async(self, question: str, *, top_k: int | None = None) -> Answer:
+    async def query_async(self, question: str, *, top_k: int | None = None, mode: str | None = None) -> Answer:
         """Answer ``question`` in the running event loop; see `query`."""
-        from funcpipe.run.query import answer_question
+        from funcpipe.run.query import answer_question, check_mode
 
-        return await answer_question(self._compiled, question, top_k=top_k)
+        return await answer_question(self._compiled, question, top_k=top_k, mode=check_mode(mode))
 
-    def query(self, question: str, *, top_k: int | None = None) -> Answer:
+    def query(self, question: str, *, top_k: int | None = None, mode: str | None = None) -> Answer:
         """Answer ``question`` from what the pipeline stored, with the spec's own adapters.
+
+        ``Answer.weak`` says (None when all is well) when even the best
+        passage matches the question weakly, so the answer may be noise.
 
         Args:
             question: the question.
             top_k: how many chunks to retrieve (default: the spec's ``query.top_k``).
+            mode: ``vector``, ``keyword`` or ``hybrid`` (default: the spec's ``query.mode``).
 
         Raises:
+            ValueError: ``mode`` is not a retrieval mode.
             SpecError: the spec has no ``query:`` section, or cannot tell its store.
             RunError: a service call failed, nothing was ingested yet, or the
                 store holds another embedder's vectors.
             RuntimeError: when called inside a running event loop: use `query_async`.
         """
-        return _sync("Pipeline.query()", "pipeline.query_async()", lambda: self.query_async(question, top_k=top_k))
+        return _sync(
+            "Pipeline.query()", "pipeline.query_async()", lambda: self.query_async(question, top_k=top_k, mode=mode)
+        )
 
     @overload
     def render(self, format: Literal["png"]) -> bytes: ...

@@ -205,6 +205,17 @@ class HashingConfig(AdapterConfig):
         return v
 
 
+class WordLlamaConfig(AdapterConfig):
+    """Local semantic embedder: WordLlama's static token vectors, shipped in its wheel; no network."""
+
+    kind: Literal["wordllama"] = "wordllama"
+    model: Literal["l2_supercat"] = Field("l2_supercat", description="The model: the weights the package ships.")
+    dim: Literal[64, 128, 256] = Field(
+        256, description="Vector dimension: the model's 256, or its first 128 or 64 (Matryoshka truncation)."
+    )
+    max_batch: Int = Field(256, ge=1, le=100_000, description="Texts embedded per call at most.")
+
+
 class _HTTPConfig(AdapterConfig):
     base_url: str = Field(..., description="Base URL of the API.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
@@ -343,10 +354,16 @@ class PgvectorConfig(AdapterConfig):
     distance: Literal["cosine"] = Field("cosine", description="Distance used by queries and the index.")
     pool_max: Int = Field(4, ge=1, le=64, description="Connections in the pool at most.")
     exact: bool = Field(False, description="Exact scan for queries (no index), ties broken by id.")
+    language: str = Field(
+        "english",
+        description="Text search configuration of the full-text column: english (stemming, stop words) "
+        "or simple (lower-casing only: code, identifiers, mixed languages).",
+    )
+    rrf_k: Int = Field(60, ge=1, le=10_000, description="Hybrid search: the rank constant of reciprocal rank fusion.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    @field_validator("table", "db_schema")
+    @field_validator("table", "db_schema", "language")
     @classmethod
     def _identifier(cls, v: str) -> str:
         if not _IDENT.fullmatch(v):
@@ -361,6 +378,7 @@ class MemoryConfig(AdapterConfig):
     """In-process vector store with the same contract as pgvector (tests, small corpora)."""
 
     kind: Literal["memory"] = "memory"
+    rrf_k: Int = Field(60, ge=1, le=10_000, description="Hybrid search: the rank constant of reciprocal rank fusion.")
 
 
 _QDRANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -529,6 +547,7 @@ class ScriptedConfig(AdapterConfig):
 
 BUILTIN_ADAPTER_CONFIGS: dict[str, type[AdapterConfig]] = {
     "hashing": HashingConfig,
+    "wordllama": WordLlamaConfig,
     "openai": OpenAIConfig,
     "ollama": OllamaConfig,
     "cohere": CohereConfig,

@@ -8,6 +8,11 @@ wrong dimension fail with ``DB_ERROR``. A record holding what PostgreSQL
 refuses (NUL, a lone surrogate, NaN in meta) fails with the same
 ``BAD_INPUT`` as there (`funcpipe.adapters._storable`). The data lives as
 long as the store object.
+
+Keyword search ranks by BM25 over `keyword_terms` (English stop words out,
+light stemming, as pgvector's default ``english`` configuration), with the
+statistics of the whole store; hybrid search fuses the vector and keyword
+rankings by reciprocal rank fusion (`funcpipe.adapters._retrieval`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import json
 import math
 from array import array
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
+from funcpipe.adapters._retrieval import RRF_K, bm25, fusion_depth, keyword_terms, rrf
 from funcpipe.adapters._storable import refusal
 from funcpipe.adapters.config import MemoryConfig
 from funcpipe.adapters.resources import Resources
@@ -36,6 +43,7 @@ class _Row:
     meta: dict[str, object]
     embedding: array[float]
     norm: float
+    terms: Counter[str] = field(compare=False, default_factory=Counter)
 
 
 def contains(container: object, contained: object) -> bool:
@@ -68,10 +76,12 @@ class MemoryStore:
 
     Args:
         name: shown in messages, like a table name.
+        rrf_k: the rank constant of hybrid search's reciprocal rank fusion.
     """
 
-    def __init__(self, name: str = "memory") -> None:
+    def __init__(self, name: str = "memory", *, rrf_k: int = RRF_K) -> None:
         self._name = name
+        self._rrf_k = rrf_k
         self._fingerprint: Fingerprint | None = None
         self._rows: dict[str, _Row] = {}
 
@@ -184,14 +194,22 @@ class MemoryStore:
         text: str | None = None,
         mode: RetrievalMode = "vector",
     ) -> AsyncPlan[list[QueryHit]]:
-        """The ``top_k`` rows nearest ``vector`` by exact cosine distance, best first, ties by id."""
-        if mode != "vector":
-            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"the memory store cannot rank by {mode} yet"))
+        """The ``top_k`` best rows for ``mode``, best first, ties by id.
+
+        ``vector`` ranks by exact cosine distance to ``vector``; ``keyword``
+        by the BM25 score of ``text`` (rows sharing no term are left out);
+        ``hybrid`` fuses both rankings' first `fusion_depth` rows by
+        reciprocal rank fusion.
+        """
+        if mode != "vector" and text is None:
+            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"a {mode} query needs the question's text"))
         q = array("f", vector)
         q_norm = math.sqrt(math.fsum(x * x for x in q))
         wanted = _json_roundtrip(filter) if filter else None
+        terms = keyword_terms(text or "")
+        depth = top_k if mode != "hybrid" else max(top_k, fusion_depth(top_k))
 
-        def body(fingerprint: Fingerprint) -> Result[list[QueryHit], ErrInfo]:
+        def by_vector(fingerprint: Fingerprint) -> Result[list[tuple[str, float]], ErrInfo]:
             if len(q) != fingerprint.dim:
                 return Err(ErrInfo(ErrCode.DB_ERROR, f"different vector dimensions {fingerprint.dim} and {len(q)}"))
             ranked: list[tuple[bool, float, str]] = []
@@ -202,13 +220,36 @@ class MemoryStore:
                 undefined = math.isnan(distance)
                 ranked.append((undefined, 0.0 if undefined else distance, rid))
             ranked.sort()
-            hits: list[QueryHit] = []
-            for undefined, distance, rid in ranked[:top_k]:
-                row = self._rows[rid]
-                # A zero vector has no direction: call it unrelated, as pgvector's NaN is.
-                score = 0.0 if undefined else 1.0 - distance
-                hits.append(QueryHit(rid, row.source_id, row.text, score, dict(row.meta)))
-            return Ok(hits)
+            # A zero vector has no direction: call it unrelated, as pgvector's NaN is.
+            return Ok([(rid, 0.0 if undefined else 1.0 - d) for undefined, d, rid in ranked[:depth]])
+
+        def by_keyword() -> list[tuple[str, float]]:
+            docs = {rid: row.terms for rid, row in self._rows.items()}
+            candidates = [rid for rid, row in self._rows.items() if wanted is None or contains(row.meta, wanted)]
+            scored = bm25(terms, docs, candidates=candidates)
+            return sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[:depth]
+
+        def hit(rid: str, score: float, scores: dict[str, float]) -> QueryHit:
+            row = self._rows[rid]
+            return QueryHit(rid, row.source_id, row.text, score, dict(row.meta), scores)
+
+        def body(fingerprint: Fingerprint) -> Result[list[QueryHit], ErrInfo]:
+            if mode == "keyword":
+                return Ok([hit(rid, s, {"keyword": s}) for rid, s in by_keyword()])
+            vectors = by_vector(fingerprint)
+            if isinstance(vectors, Err):
+                return vectors
+            if mode == "vector":
+                return Ok([hit(rid, s, {"vector": s}) for rid, s in vectors.value])
+            keywords = by_keyword()
+            own = {"vector": dict(vectors.value), "keyword": dict(keywords)}
+            fused = rrf([[rid for rid, _ in vectors.value], [rid for rid, _ in keywords]], self._rrf_k)
+            return Ok(
+                [
+                    hit(rid, s, {name: scores[rid] for name, scores in own.items() if rid in scores})
+                    for rid, s in fused[:top_k]
+                ]
+            )
 
         return self._plan(body)
 
@@ -232,7 +273,8 @@ def _row(record: VectorRecord, dim: int) -> Ok[_Row] | Err[ErrInfo]:
     except ValueError as exc:
         return Err(ErrInfo(ErrCode.BAD_INPUT, f"record {record.id}: meta is not valid JSON: {exc}"))
     norm = math.sqrt(math.fsum(x * x for x in values))
-    return Ok(_Row(record.source_id, record.origin, record.text, meta, values, norm))
+    terms = Counter(keyword_terms(record.text))
+    return Ok(_Row(record.source_id, record.origin, record.text, meta, values, norm, terms))
 
 
 def _cosine_distance(q: array[float], q_norm: float, row: _Row) -> float:
@@ -244,4 +286,4 @@ def _cosine_distance(q: array[float], q_norm: float, row: _Row) -> float:
 
 def create(config: MemoryConfig, resources: Resources) -> MemoryStore:
     """The adapter factory: an empty `MemoryStore`."""
-    return MemoryStore()
+    return MemoryStore(rrf_k=config.rrf_k)

@@ -199,22 +199,47 @@ def run(
 @click.argument("question")
 @spec_options
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Chunks to retrieve (default: the spec's).")
+@click.option(
+    "--mode",
+    type=click.Choice(["vector", "keyword", "hybrid"]),
+    default=None,
+    help="Retrieval: vector, keyword (full-text) or hybrid (both, fused); default: the spec's query.mode.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON.")
 def query(
-    spec: Path, question: str, overrides: tuple[str, ...], params_file: Path | None, top_k: int | None, as_json: bool
+    spec: Path,
+    question: str,
+    overrides: tuple[str, ...],
+    params_file: Path | None,
+    top_k: int | None,
+    mode: str | None,
+    as_json: bool,
 ) -> None:
-    """Answer QUESTION from what SPEC's pipeline stored, with the spec's own adapters."""
+    """Answer QUESTION from what SPEC's pipeline stored, with the spec's own adapters.
+
+    When even the best passage matches the question weakly, it says so
+    (on stderr; in the JSON as weak_match) instead of passing noise off as
+    an answer.
+    """
     pipeline = pipeline_or_exit(spec, overrides, params_file, check_sources=False)
     try:
-        ans = pipeline.query(question, top_k=top_k)
+        ans = pipeline.query(question, top_k=top_k, mode=mode)
     except FuncpipeError as exc:
         click.echo(f"funcpipe: {pipeline.redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(ans.to_json(), indent=2, ensure_ascii=False))
         return
+    if ans.weak is not None:
+        click.echo(
+            f"funcpipe: weak match: {ans.weak}; the passages below may not answer the question. "
+            "Rephrase it with words the documents use, or check that they cover it.",
+            err=True,
+        )
     click.echo(ans.text.rstrip())
     click.echo("\nSources:")
     for i, h in enumerate(ans.hits, start=1):
         where = h.meta.get("path") or h.source_id[:12]
-        click.echo(f"  [{i}] {where} (score {h.score:.3f})")
+        section = h.meta.get("section")
+        cited = f"{where} § {section}" if section else where
+        click.echo(f"  [{i}] {cited} (score {h.score:.3f})")

@@ -138,6 +138,7 @@ def _query(loaded: LoadedSpec, graph: CompiledPipeline) -> CompiledQuery | None:
         top_k=q.top_k,
         prompt=q.prompt,
         filter=q.filter,
+        mode=q.mode,
         embed_policy=embed_policy,
         policy=loaded.query_policy,
         params=loaded.spec.params,

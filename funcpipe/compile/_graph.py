@@ -144,6 +144,7 @@ class CompiledQuery:
         store: the store adapter: ``query.store``, else the first stage's that
             writes vectors; None if neither.
         top_k: chunks retrieved per question.
+        mode: how chunks are ranked: ``vector``, ``keyword`` or ``hybrid``.
         prompt: the prompt template (rendered at query time).
         filter: the metadata equality filter, if any.
         embed_policy: the embedding stage's policy when the question goes to
@@ -158,6 +159,7 @@ class CompiledQuery:
     top_k: int
     prompt: str
     filter: Mapping[str, Any] | None = None
+    mode: Literal["vector", "keyword", "hybrid"] = "vector"
     embed_policy: Policy = NO_POLICY
     policy: Policy = NO_POLICY
     params: Mapping[str, Any] = field(default_factory=dict)

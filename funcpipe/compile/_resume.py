@@ -31,6 +31,9 @@ ADAPTER_RESUME_IGNORES = frozenset(
         "index",
         "exact",
         "distance",
+        "rrf_k",
+        # kept by the database from the text: an edit is refused by ensure, not redone
+        "language",
         # generation only
         "max_tokens",
         "max_tokens_param",

@@ -57,13 +57,21 @@ class VectorRecord:
 
 @dataclass(frozen=True, slots=True)
 class QueryHit:
-    """One query result, best first; ``score`` is cosine similarity (higher is closer)."""
+    """One query result, best first; a higher ``score`` is a better match.
+
+    ``score`` is what the mode ranked by: cosine similarity (``vector``), the
+    BM25 score (``keyword``) or the reciprocal rank fusion score
+    (``hybrid``). ``scores`` holds each ranking's own score of this record
+    (``{"vector": cosine, "keyword": bm25}``, as far as each ranking found
+    it), so a caller can tell a strong match from the best of weak ones.
+    """
 
     id: str
     source_id: str
     text: str
     score: float
     meta: Mapping[str, object] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

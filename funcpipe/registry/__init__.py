@@ -448,6 +448,7 @@ def builtin_registry() -> Registry:
     a = "funcpipe.adapters"
     provides: dict[str, tuple[type, ...]] = {
         "hashing": (EmbedPort,),
+        "wordllama": (EmbedPort,),
         "openai": (EmbedPort, GeneratePort),
         "ollama": (EmbedPort, GeneratePort),
         "cohere": (EmbedPort,),

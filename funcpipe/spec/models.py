@@ -106,6 +106,11 @@ class QuerySpec(_Spec):
     """How `funcpipe query` answers a question from the stored chunks."""
 
     top_k: Int = Field(5, ge=1, le=1000, description="Chunks retrieved per question.")
+    mode: Literal["vector", "keyword", "hybrid"] = Field(
+        "vector",
+        description="Retrieval: vector (embedding similarity), keyword (full-text BM25) or hybrid "
+        "(both, fused by reciprocal rank fusion).",
+    )
     adapter: Ref = Field(..., description="Generation adapter name (e.g. extractive, openai, anthropic, ollama).")
     embedder: Ref | None = Field(None, description="Embedding adapter (default: the one the embed stage uses).")
     store: Ref | None = Field(None, description="Vector store adapter (default: the one vector.upsert uses).")

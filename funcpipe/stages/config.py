@@ -156,6 +156,9 @@ class VectorQueryConfig(StageConfig):
     """Embed each item's text as a query and emit its nearest chunks."""
 
     top_k: Int = Field(5, ge=1, le=1000, description="Hits per query.")
+    mode: Literal["vector", "keyword", "hybrid"] = Field(
+        "vector", description="Retrieval: vector, keyword (full-text BM25) or hybrid (both, fused by RRF)."
+    )
     embedder: Annotated[str, Field(min_length=1)] | None = Field(
         None, description="Embedding adapter for the question (default: the pipeline's)."
     )

@@ -379,19 +379,44 @@ def section_titles(text: str) -> list[tuple[int, str]]:
 
 
 class _Sections:
-    """The Markdown heading each offset falls under, for offsets asked in ascending order."""
+    """The Markdown heading each offset falls under, for offsets asked mostly in ascending order."""
 
     def __init__(self, text: str) -> None:
-        self._headings = _HEADING.finditer(text)
+        self._text = text
+        self._restart()
+
+    def _restart(self) -> None:
+        self._headings = _HEADING.finditer(self._text)
         self._next = next(self._headings, None)
+        self._asked = 0
         self.current: str | None = None
 
     def at(self, pos: int) -> str | None:
         """The title of the last heading starting at or before ``pos``."""
+        if pos < self._asked:  # rare: a chunk whose content starts past the next chunk's start
+            self._restart()
+        self._asked = pos
         while self._next is not None and self._next.start() <= pos:
             self.current = self._next.group(1).strip()
             self._next = next(self._headings, None)
         return self.current
+
+
+def content_start(text: str, start: int, end: int) -> int:
+    """The offset of the first line of ``text[start:end]`` that is neither blank nor a Markdown heading.
+
+    A chunk's section is the heading in force there: a chunk opening with
+    a page title and then a subheading sits in the subsection. A chunk of
+    headings only sits under its last one (``end - 1``).
+    """
+    pos = start
+    while pos < end:
+        newline = text.find("\n", pos, end)
+        line_end = end if newline < 0 else newline
+        if text[pos:line_end].strip() and not _HEADING.match(text, pos, line_end):
+            return pos
+        pos = line_end + 1
+    return max(start, end - 1)
 
 
 # -- stages -----------------------------------------------------------------
@@ -464,8 +489,9 @@ def chunk(config: ChunkConfig, ctx: StageContext) -> Transform:
 
     A chunk's data is its text; its meta is the source's meta plus
     ``chunk_index``, ``chunk_count``, ``start`` and ``end`` (offsets in the
-    source text) and ``section`` (the Markdown heading it falls under, if
-    any). Its id is the `stable_id` of the source id, the text, the chunker
+    source text) and ``section`` (the Markdown heading its first line of
+    content falls under, if any: a chunk opening with a page title and a
+    subheading sits in the subsection). Its id is the `stable_id` of the source id, the text, the chunker
     settings and the index, so re-chunking unchanged text gives the same ids.
     A source with no text is reported as filtered.
 
@@ -495,7 +521,7 @@ def chunk(config: ChunkConfig, ctx: StageContext) -> Transform:
                 "start": start,
                 "end": end,
             }
-            section = sections.at(start)
+            section = sections.at(content_start(text, start, end))
             if section is not None:
                 meta["section"] = section
             cid = stable_id({"source_id": source_id, "text": piece, "chunker": settings, "index": index})

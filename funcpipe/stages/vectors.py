@@ -269,7 +269,7 @@ async def _delete_stale(
 
 
 def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
-    """For each item's text, emit its ``top_k`` nearest chunks as items (best first)."""
+    """For each item's text, emit its ``top_k`` best chunks as items (best first), ranked by ``mode``."""
     store = cast(VectorStorePort, ctx.adapter)
     embedder = ctx.embedder
     if embedder is None:
@@ -279,13 +279,16 @@ def query(config: VectorQueryConfig, ctx: StageContext) -> Transform:
         text = item_text(item) or ""
 
         async def run() -> Result[list[Item], ErrInfo]:
-            vec = await embedder.embed_batch([text], "query")()
-            if isinstance(vec, Err):
-                return vec
-            first = vec.value[0]
-            if isinstance(first, Err):
-                return first
-            hits = await store.query(first.value, config.top_k, config.filter)()
+            vector: Sequence[float] = ()
+            if config.mode != "keyword":  # keyword ranking needs no vector: no embedding call
+                vec = await embedder.embed_batch([text], "query")()
+                if isinstance(vec, Err):
+                    return vec
+                first = vec.value[0]
+                if isinstance(first, Err):
+                    return first
+                vector = first.value
+            hits = await store.query(vector, config.top_k, config.filter, text=text, mode=config.mode)()
             if isinstance(hits, Err):
                 return hits
             return Ok(

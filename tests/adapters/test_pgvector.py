@@ -193,11 +193,11 @@ async def test_concurrent_ensures_all_succeed(pg_resources: RunResources, pg_dsn
     stores = [PgvectorStore(PgvectorConfig(table=table), pg_resources) for _ in range(4)]
     results = await asyncio.gather(*(s.ensure(FP)() for s in stores))
     assert results == [Ok(None)] * 4
-    # primary key, source_id, (origin, source_id); hnsw waits for the end of the load
-    assert len(await _indexes(pg_dsn, table)) == 3
+    # primary key, source_id, (origin, source_id), fts gin; hnsw waits for the end of the load
+    assert len(await _indexes(pg_dsn, table)) == 4
     built = await asyncio.gather(*(s.finish_load()() for s in stores))
     assert sorted(r.value for r in built if isinstance(r, Ok)) == [False, False, False, True]  # one builds it
-    assert len(await _indexes(pg_dsn, table)) == 4
+    assert len(await _indexes(pg_dsn, table)) == 5
 
 
 async def test_a_table_funcpipe_did_not_create_is_refused(pg_resources: RunResources, pg_dsn: str) -> None:
@@ -230,7 +230,7 @@ async def test_ensure_adds_the_origin_column_to_a_table_made_before_it(pg_resour
     assert await again.prune("p/load", ["A"])() == Ok(0)  # rows of no origin are never synced away
     assert await again.upsert([VectorRecord("new", "B", "t", [0.0, 1.0, 0.0], {}, "p/load")])() == Ok(1)
     assert await again.source_ids("p/load")() == Ok(["B"])
-    assert len(await _indexes(pg_dsn, table)) == 4
+    assert len(await _indexes(pg_dsn, table)) == 5
 
 
 # -- queries ---------------------------------------------------------------------------

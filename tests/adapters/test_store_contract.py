@@ -46,8 +46,8 @@ KINDS = ("memory", "pgvector", "qdrant", "chroma", "chroma-server", "lancedb")
 EMBEDDED = ("qdrant", "chroma", "lancedb")
 
 MODES: dict[str, frozenset[RetrievalMode]] = {
-    "memory": frozenset({"vector"}),
-    "pgvector": frozenset({"vector"}),
+    "memory": frozenset({"vector", "keyword", "hybrid"}),
+    "pgvector": frozenset({"vector", "keyword", "hybrid"}),
     "qdrant": frozenset({"vector"}),
     "chroma": frozenset({"vector"}),
     "chroma-server": frozenset({"vector"}),

@@ -1,6 +1,6 @@
 """``funcpipe query`` through each generation backend, against its local server.
 
-The main job is ingested once (hashing embedder, embedded pgvector); each
+The main job is ingested once (its wordllama embedder, embedded pgvector); each
 backend's spec is ``pipelines/rag.yaml`` with its ``llm:`` line switched,
 beside it, so every query reads the same stored chunks. The servers record
 what they received: the path, the headers and the body each API requires.
@@ -178,7 +178,8 @@ def test_json_output_holds_the_token_usage_the_api_reported(name: str, asked: Ca
 def test_text_output_prints_the_answer_then_its_sources(name: str, asked: Callable[[str], Asked]) -> None:
     out = asked(name).as_text.stdout
     assert out.startswith(ANSWER + "\n\nSources:\n")
-    assert f"  [1] {ANSWERING_DOC} (score " in out
+    # The source, and the section the passage sits in.
+    assert f"  [1] {ANSWERING_DOC} § How do I switch the embedding provider? (score " in out
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))

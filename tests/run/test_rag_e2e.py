@@ -76,6 +76,42 @@ def test_query_retrieves_the_section_that_answers(project: Path, first_run: dict
     assert top["meta"]["path"] == "docs/providers.md"
     assert "How do I switch the embedding provider?" in top["text"]
     assert "kind:" in answer["answer"]
+    assert answer["mode"] == "hybrid"  # the main job's default
+    assert answer["weak_match"] is None
+    assert top["meta"]["section"] == "How do I switch the embedding provider?"
+
+
+def test_a_question_sharing_no_words_with_the_docs_finds_them(
+    project: Path, first_run: dict[str, tuple[str, str]]
+) -> None:
+    proc = funcpipe("query", str(project / "pipelines" / "rag.yaml"), "what happens when I press Ctrl-C", "--json")
+    assert proc.returncode == 0, proc.stderr
+    sources = json.loads(proc.stdout)["sources"]
+    assert ("docs/runner.md", "Interrupting a run") in [(s["meta"]["path"], s["meta"].get("section")) for s in sources]
+
+
+def test_query_mode_can_be_chosen_per_question(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
+    spec = str(project / "pipelines" / "rag.yaml")
+    for mode in ("vector", "keyword"):
+        proc = funcpipe("query", spec, "how do I switch the embedding provider?", "--mode", mode, "--json")
+        assert proc.returncode == 0, proc.stderr
+        answer = json.loads(proc.stdout)
+        assert answer["mode"] == mode
+        assert {mode} == {key for s in answer["sources"] for key in s["scores"]}
+    proc = funcpipe("query", spec, "question", "--mode", "hybird")
+    assert proc.returncode == 2
+    assert "hybrid" in proc.stderr
+
+
+def test_a_weak_match_is_called_weak(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
+    spec = str(project / "pipelines" / "rag.yaml")
+    question = "a recipe for chocolate cake with strawberries"
+    proc = funcpipe("query", spec, question)
+    assert proc.returncode == 0, proc.stderr
+    assert "weak match" in proc.stderr
+    assert "Sources:" in proc.stdout  # the passages are still shown, for what they are worth
+    proc = funcpipe("query", spec, question, "--json")
+    assert json.loads(proc.stdout)["weak_match"]
 
 
 def test_second_run_adds_no_rows(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
@@ -112,6 +148,6 @@ def test_a_different_embedder_is_refused_before_anything_is_embedded(
     assert proc.returncode == 1
     report = json.loads((project / "wrong.json").read_text())
     assert report["status"] == "error"
-    assert "hashing" in report["message"] and "384" in report["message"] and "128" in report["message"]
+    assert "wordllama" in report["message"] and "256" in report["message"] and "128" in report["message"]
     assert all(s["inputs"] == 0 for s in report["stages"])  # no source was read, nothing embedded
     assert rows(project / "pipelines" / ".funcpipe" / "pgdata") == before

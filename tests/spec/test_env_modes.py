@@ -262,7 +262,7 @@ def test_check_env_on_the_repository_names_what_a_deploy_needs() -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     files = {Path(f["file"]).name: f for f in json.loads(proc.stdout)["files"]}
     [dsn] = files["rag-postgres.yaml"]["errors"]
-    assert (dsn["line"], dsn["col"], dsn["path"]) == (12, 47, "adapters.store.dsn")
+    assert (dsn["line"], dsn["col"], dsn["path"]) == (12, 57, "adapters.store.dsn")
     [key] = files["rag-openai.yaml"]["errors"]
     assert (key["line"], key["path"]) == (11, "adapters.embedder")
     assert "OPENAI_API_KEY" in key["message"]

@@ -328,6 +328,26 @@ async def test_chunk_meta_names_the_markdown_section() -> None:
     assert sections[-1] == "Retry"
 
 
+async def test_a_chunk_opening_with_a_title_and_a_subheading_sits_in_the_subsection() -> None:
+    text = (
+        "# Switching providers\n\n## How do I switch the embedder?\n\nChange the kind line.\n\n"
+        "## How do I switch the store?\n\nAdd a DSN to it, read from the environment."
+    )
+    out = await _run(chunk(ChunkConfig(size=90, overlap=0), _ctx()), [Ok(Item("src", text, {}, "src"))])
+    chunks = [(r.value.data, r.value.meta.get("section")) for r in out if isinstance(r, Ok)]
+    assert chunks[0][0].startswith("# Switching providers")
+    assert chunks[0][1] == "How do I switch the embedder?"
+    assert chunks[-1][1] == "How do I switch the store?"
+
+
+async def test_a_chunk_starting_mid_section_sits_in_that_section_whatever_headings_follow() -> None:
+    text = "# A\n\n" + "Body of A goes on. " * 3 + "\n\n# B\n\nBody of B."
+    out = await _run(chunk(ChunkConfig(size=40, overlap=0), _ctx()), [Ok(Item("src", text, {}, "src"))])
+    sections = [(r.value.data[:8], r.value.meta.get("section")) for r in out if isinstance(r, Ok)]
+    assert all(section == "A" for data, section in sections if data.startswith("Body of A"))
+    assert sections[-1][1] == "B"
+
+
 async def test_chunk_stage_reads_the_text_field_of_a_dict() -> None:
     source = Item("src", {"text": "hello world"}, {}, "src")
     [out] = await _run(chunk(ChunkConfig(), _ctx()), [Ok(source)])

@@ -5,11 +5,13 @@ under ``.funcpipe/pgdata``; with one, any PostgreSQL where pgvector is
 installed (in a schema on the search path). One table holds the chunks::
 
     id text PRIMARY KEY, source_id text, text text, meta jsonb,
-    embedding vector(dim), updated_at timestamptz, origin text
+    embedding vector(dim), updated_at timestamptz, origin text,
+    fts tsvector GENERATED ALWAYS AS (to_tsvector(language, text)) STORED
 
 ``origin`` names the pipeline and source stage that wrote a row, so source
 sync (`prune`) deletes only its own rows; tables made before it existed get
-the column (``''`` for old rows) from `ensure`.
+the column (``''`` for old rows) from `ensure`. ``fts`` (with a GIN index)
+serves keyword and hybrid queries; `ensure` adds it to older tables too.
 
 Its comment records the embedder's fingerprint; writing with another
 embedder is refused with both fingerprints named. An upsert is a binary COPY

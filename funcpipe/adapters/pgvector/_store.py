@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from funcpipe.adapters._retrieval import fusion_depth, rrf
 from funcpipe.adapters._storable import meta_json, refusal
 from funcpipe.adapters.config import PgvectorConfig
+from funcpipe.adapters.pgvector import _fts
 from funcpipe.adapters.pgvector._errors import _connection, error_info
 from funcpipe.adapters.pgvector._sql import derived_name, quote_ident, register_vector_codec
 from funcpipe.adapters.resources import Resources
@@ -85,6 +87,7 @@ class PgvectorStore:
         self._hnsw_definition = f"ON {self._table} USING hnsw (embedding vector_cosine_ops)"
         self._source_index_name = derived_name(config.table, "source_id")
         self._origin_index_name = derived_name(config.table, "origin_source_id")
+        self._fts_index_name = derived_name(config.table, "fts_gin")
         self._iterative_scan: bool | None = None
         self._merge = (
             f"INSERT INTO {self._table} AS t (id, source_id, text, meta, embedding, origin, updated_at) "
@@ -146,6 +149,11 @@ class PgvectorStore:
                     if stored != fingerprint:
                         return Err(self._mismatch(stored, fingerprint))
                     await self._add_origin_column(conn)
+                    fts = await _fts.ensure_column(
+                        conn, self._config.db_schema, self._config.table, self._table, self._config.language
+                    )
+                    if fts is not None:
+                        return Err(fts)
                 await self._create_indexes(conn)
             # Connections opened before the extension existed have no vector
             # codec; replace them as they come back to the pool.
@@ -182,7 +190,8 @@ class PgvectorStore:
             "id text PRIMARY KEY, source_id text NOT NULL, text text NOT NULL, "
             "meta jsonb NOT NULL DEFAULT '{}'::jsonb, "
             f"embedding vector({int(fingerprint.dim)}) NOT NULL, "
-            "updated_at timestamptz NOT NULL DEFAULT now(), origin text NOT NULL DEFAULT '')"
+            "updated_at timestamptz NOT NULL DEFAULT now(), origin text NOT NULL DEFAULT '', "
+            f"{_fts.column_sql(self._config.language)})"
         )
         # COMMENT takes no parameters: let the server quote the literal.
         comment_sql = await conn.fetchval(
@@ -209,6 +218,7 @@ class PgvectorStore:
         wanted = {
             self._source_index_name: f"ON {self._table} (source_id)",
             self._origin_index_name: f"ON {self._table} (origin, source_id)",
+            self._fts_index_name: f"ON {self._table} USING gin ({_fts.COLUMN})",
         }
         if self._config.index == "hnsw" and not await self._load_first(conn):
             wanted[self._hnsw_index_name] = self._hnsw_definition
@@ -394,39 +404,78 @@ class PgvectorStore:
         text: str | None = None,
         mode: RetrievalMode = "vector",
     ) -> AsyncPlan[list[QueryHit]]:
-        """The ``top_k`` rows nearest ``vector`` by cosine distance, best first, ties by id.
+        """The ``top_k`` best rows for ``mode``, best first, ties by id.
 
-        ``filter`` keeps rows whose meta contains it (jsonb ``@>``: equality
-        for scalar values). With ``exact`` the index is bypassed, so results
-        are exact and reproducible; otherwise HNSW answers, searching at least
-        ``top_k`` candidates and scanning on while a filter rejects them.
+        ``vector`` ranks by cosine distance to ``vector``; ``keyword`` by the
+        BM25 score of ``text`` over the ``fts`` column (rows sharing no
+        lexeme are left out); ``hybrid`` fuses the first `fusion_depth` rows
+        of both by reciprocal rank fusion (``rrf_k``), in one read-only
+        transaction. ``filter`` keeps rows whose meta contains it (jsonb
+        ``@>``: equality for scalar values). With ``exact`` the vector index
+        is bypassed, so results are exact and reproducible; otherwise HNSW
+        answers, searching at least as many candidates as asked for and
+        scanning on while a filter rejects them.
         """
-        if mode != "vector":
-            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"the pgvector store cannot rank by {mode} yet"))
-        values = [float(x) for x in vector]
+        if mode != "vector" and text is None:
+            return async_fail(ErrInfo(ErrCode.SERVICE_SPECIFIC, f"a {mode} query needs the question's text"))
+        depth = top_k if mode != "hybrid" else max(top_k, fusion_depth(top_k))
+        flt = _meta_json(filter) if filter else None
         where = "WHERE meta @> $3::jsonb" if filter else ""
-        sql = (
+        vector_sql = (
             f"SELECT id, source_id, text, meta, embedding <=> $1 AS distance FROM {self._table} {where} "
             "ORDER BY distance, id LIMIT $2"
         )
-        args: list[Any] = [values, top_k]
-        if filter:
-            args.append(_meta_json(filter))
+        keyword_sql = _fts.keyword_sql(self._table, filtered=filter is not None and bool(filter))
+        values = [float(x) for x in vector]
+
+        async def by_vector(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, float]]:
+            if self._config.exact:
+                await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+            else:
+                ef = max(_DEFAULT_EF_SEARCH, min(_MAX_EF_SEARCH, depth))
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+                if filter and await self._has_iterative_scan(conn):
+                    # Without it, HNSW stops after ef_search candidates and a
+                    # selective filter can leave fewer than top_k hits.
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            args: list[Any] = [values, depth] + ([flt] if flt else [])
+            return [(r, _score(r["distance"])) for r in await conn.fetch(vector_sql, *args)]
+
+        async def by_keyword(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, float]]:
+            args: list[Any] = [self._config.language, text or "", depth] + ([flt] if flt else [])
+            return [(r, float(r["score"])) for r in await conn.fetch(keyword_sql, *args)]
+
+        def hit(r: asyncpg.Record, score: float, scores: dict[str, float]) -> QueryHit:
+            return QueryHit(r["id"], r["source_id"], r["text"], score, _meta(r["meta"]), scores)
 
         async def body(pool: asyncpg.Pool) -> Result[list[QueryHit], ErrInfo]:
-            async with _connection(pool) as conn, conn.transaction(readonly=True):
-                if self._config.exact:
-                    await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
-                else:
-                    ef = max(_DEFAULT_EF_SEARCH, min(_MAX_EF_SEARCH, top_k))
-                    await conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-                    if filter and await self._has_iterative_scan(conn):
-                        # Without it, HNSW stops after ef_search candidates and a
-                        # selective filter can leave fewer than top_k hits.
-                        await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-                rows = await conn.fetch(sql, *args)
+            try:
+                async with _connection(pool) as conn, conn.transaction(readonly=True):
+                    if mode == "keyword":
+                        return Ok([hit(r, s, {"keyword": s}) for r, s in await by_keyword(conn)])
+                    vectors = await by_vector(conn)
+                    if mode == "vector":
+                        return Ok([hit(r, s, {"vector": s}) for r, s in vectors])
+                    keywords = await by_keyword(conn)
+            except asyncpg.UndefinedColumnError as exc:
+                if _fts.COLUMN not in str(exc):
+                    raise
+                return Err(
+                    ErrInfo(
+                        ErrCode.SERVICE_SPECIFIC,
+                        f"table {self._name} has no full-text column yet (it was made before keyword search): "
+                        f"run the ingest pipeline once (funcpipe run) to add it, or query with mode: vector",
+                        {"table": self._name, "mode": mode},
+                    )
+                )
+            rows = {r["id"]: r for r, _ in [*vectors, *keywords]}
+            own = {"vector": {r["id"]: s for r, s in vectors}, "keyword": {r["id"]: s for r, s in keywords}}
+            fused = rrf([[r["id"] for r, _ in vectors], [r["id"] for r, _ in keywords]], self._config.rrf_k)
             return Ok(
-                [QueryHit(r["id"], r["source_id"], r["text"], _score(r["distance"]), _meta(r["meta"])) for r in rows]
+                [
+                    hit(rows[rid], s, {name: scores[rid] for name, scores in own.items() if rid in scores})
+                    for rid, s in fused[:top_k]
+                ]
             )
 
         return self._plan("query", body)
