@@ -21,6 +21,7 @@ from funcpipe.core import AsyncGen, ErrInfo, Item, Ok, Result, async_gen_empty, 
 from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import EventSink
+from funcpipe.policy.shared import SharedPolicy
 from funcpipe.ports import EmbedPort
 from funcpipe.stages.base import StageContext, no_origin
 
@@ -61,6 +62,7 @@ def stage_context(
     shutdown: asyncio.Event | None,
     origin_of: Callable[[str], str] = no_origin,
     prepared: bool = False,
+    shared_policy: SharedPolicy | None = None,
 ) -> StageContext:
     """What ``stage`` is given at run time: its adapter, policy runtime, and what its kind declared it needs."""
     kind = stage.kind
@@ -70,7 +72,15 @@ def stage_context(
         adapter=adapters[stage.adapter] if stage.adapter else None,
         policy=stage.policy,
         batch=stage.run_batch,
-        runtime=PolicyRuntime(stage.policy, clock=clock, events=events, stage=stage.id, seed=seed),
+        runtime=PolicyRuntime(
+            stage.policy,
+            clock=clock,
+            events=events,
+            stage=stage.id,
+            seed=seed,
+            shared=shared_policy,
+            scope=stage.adapter or stage.id,
+        ),
         events=events,
         clock=clock,
         base_dir=base_dir,
