@@ -16,6 +16,7 @@ from funcpipe.adapters.config import AdapterConfig
 from funcpipe.compile._secrets import SecretSources
 from funcpipe.policy.models import NO_POLICY, Batch, Policy
 from funcpipe.registry import AdapterKind, StageKind
+from funcpipe.spec.models import ExecutorSpec
 from funcpipe.stages.config import StageConfig
 
 
@@ -150,6 +151,7 @@ class CompiledPipeline:
         shutdown_timeout: seconds in-flight work gets after a signal.
         query: the resolved ``query:`` section, if any.
         secrets: where the run's secrets are, for its redactor.
+        executor: where the work runs (``executor:``; the command line and the API may override it).
     """
 
     name: str
@@ -169,6 +171,7 @@ class CompiledPipeline:
     shutdown_timeout: float = 30.0
     query: CompiledQuery | None = None
     secrets: SecretSources = field(default_factory=SecretSources)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     def stage(self, stage_id: str) -> CompiledStage:
         """The stage with this id."""

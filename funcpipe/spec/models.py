@@ -135,6 +135,23 @@ class OnError(_Spec):
     )
 
 
+class ExecutorSpec(_Spec):
+    """Where the run's work happens: this process, or shards across Ray workers (docs/scale-out.md)."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: one process; ray: source items sharded across Ray workers."
+    )
+    address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="ray: the cluster to join (ray://host:10001, or auto); none starts a local instance.",
+    )
+    workers: Int | None = Field(
+        None, ge=1, le=1024, description="ray: how many shards run at once (default: the cluster's CPUs)."
+    )
+
+
 class PipelineSpec(_Spec):
     """A whole funcpipe document."""
 
@@ -154,3 +171,6 @@ class PipelineSpec(_Spec):
     query: QuerySpec | None = Field(None, description="Question answering for `funcpipe query`.")
     on_error: OnError = Field(default_factory=OnError, description="Failure handling.")
     shutdown_timeout: Duration = Field(30.0, description="Time in-flight work gets to finish after a signal.")
+    executor: ExecutorSpec = Field(
+        default_factory=ExecutorSpec, description="Where the work runs: this process, or Ray workers."
+    )
