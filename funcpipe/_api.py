@@ -26,10 +26,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar, Unpack, overload
 
+from pydantic import ValidationError
+
 from funcpipe.compile import CompiledPipeline, compile_pipeline
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import Event, EventSink
 from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
+from funcpipe.spec.models import ExecutorSpec
 
 if TYPE_CHECKING:
     import contextlib
@@ -74,6 +77,11 @@ class RunSettings(TypedDict, total=False):
         buffer: capacity of the queues between fanned-out or merged stages (default 64).
         resources: factory ``(state_dir, clock) -> async context manager`` of
             what adapters are lent (default: HTTP client, pools, embedded PostgreSQL).
+        executor: ``"local"`` (one process) or ``"ray"`` (shards across Ray
+            workers, docs/scale-out.md); default: the spec's ``executor:``.
+        address: the Ray cluster to join (``ray://host:10001``, ``auto``);
+            none starts a local instance. Ray only.
+        workers: how many shards run at once (default: the cluster's CPUs). Ray only.
     """
 
     fresh: bool
@@ -88,6 +96,9 @@ class RunSettings(TypedDict, total=False):
     clock: Clock
     buffer: int
     resources: Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Any]] | None
+    executor: Literal["local", "ray"] | None
+    address: str | None
+    workers: int | None
 
 
 _SETTINGS = frozenset(RunSettings.__annotations__)
@@ -192,6 +203,35 @@ def _check_settings(options: Mapping[str, object]) -> None:
             raise TypeError(f"unknown run option {name!r}{hint}; the options are {', '.join(sorted(_SETTINGS))}")
 
 
+def _executor(spec: ExecutorSpec, options: Mapping[str, Any]) -> ExecutorSpec | None:
+    """The spec's ``executor:`` with the run's ``executor``, ``address`` and ``workers`` over it; None if unchanged.
+
+    Raises:
+        ValueError: an unknown executor, a bad worker count, or Ray options for the local executor.
+    """
+    given = {k: options[k] for k in ("executor", "address", "workers") if options.get(k) is not None}
+    if not given:
+        return None
+    fields = spec.model_dump()
+    if "executor" in given:
+        fields["kind"] = given["executor"]
+        if given["executor"] == "local":
+            fields.update(address=None, workers=None)  # choosing local drops the spec's Ray settings
+    fields.update({k: given[k] for k in ("address", "workers") if k in given})
+    if fields["kind"] == "local" and (fields["address"] is not None or fields["workers"] is not None):
+        raise ValueError(
+            "address and workers apply to the ray executor: pass executor='ray' (--executor ray), "
+            "or write executor: {kind: ray} in the spec"
+        )
+    try:
+        return ExecutorSpec(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "executor"
+        name = "executor" if where == "kind" else where
+        raise ValueError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
 class RunSession:
     """One run of a pipeline, prepared but not started: attach displays, read live counters, run it once.
 
@@ -229,6 +269,9 @@ class RunSession:
         for key in ("report_path", "state_dir"):
             if passed.get(key) is not None:
                 given[key] = Path(passed[key])
+        executor = _executor(pipeline.compiled.executor, passed)
+        if executor is not None:
+            given["executor"] = executor
         # The runner gets one fixed sink and one fixed notifier, both ours: what
         # is attached later is reached through them.
         self._runner: Runner = Runner(
@@ -369,7 +412,8 @@ class Pipeline:
         Args:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
                 ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
-                ``state_dir``, ``clock``, ``buffer``, ``resources`` (see `RunSettings`).
+                ``state_dir``, ``clock``, ``buffer``, ``resources``, ``executor``,
+                ``address``, ``workers`` (see `RunSettings`).
 
         Raises:
             RunError: the run could not start, and nothing was done (an unset

@@ -31,6 +31,19 @@ def _silent(message: str) -> None:
 @click.option(
     "--latency", type=float, default=0.1, show_default=True, help="Dry run: assumed seconds per external call."
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where the work runs: one process, or shards across Ray workers (default: the spec's executor).",
+)
+@click.option("--address", default=None, help="Ray: the cluster to join (ray://host:10001); none starts one locally.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Ray: how many shards run at once (default: the cluster's CPUs).",
+)
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -43,6 +56,9 @@ def run(
     shutdown_timeout: float | None,
     dry_run: bool,
     latency: float,
+    executor: str | None,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Run the pipeline in SPEC.
 
@@ -61,14 +77,20 @@ def run(
 
     from funcpipe.run.report import print_failures, print_summary
 
-    session = pipeline.session(
-        report_path=report_path,
-        fresh=fresh,
-        seed=seed,
-        handle_signals=True,
-        shutdown_timeout=shutdown_timeout,
-        notify=_silent if quiet else None,
-    )
+    try:
+        session = pipeline.session(
+            report_path=report_path,
+            fresh=fresh,
+            seed=seed,
+            handle_signals=True,
+            shutdown_timeout=shutdown_timeout,
+            notify=_silent if quiet else None,
+            executor="ray" if executor == "ray" else "local" if executor == "local" else None,
+            address=address,
+            workers=workers,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     progress = None
     if log_format == "json":
         from funcpipe.run.logging import JsonEventLog

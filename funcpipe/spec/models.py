@@ -11,7 +11,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from funcpipe.policy.models import Batch, Duration, Int, Policy, no_bool
 
@@ -150,6 +160,12 @@ class ExecutorSpec(_Spec):
     workers: Int | None = Field(
         None, ge=1, le=1024, description="ray: how many shards run at once (default: the cluster's CPUs)."
     )
+
+    @model_validator(mode="after")
+    def _ray_options_need_ray(self) -> ExecutorSpec:
+        if self.kind == "local" and (self.address is not None or self.workers is not None):
+            raise ValueError("address and workers apply to kind: ray; write kind: ray, or remove them")
+        return self
 
 
 class PipelineSpec(_Spec):
