@@ -57,6 +57,7 @@ def build_report(
     dead_letter: Path | None,
     dead_lettered: int,
     sync: list[dict[str, Any]],
+    executor: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """The report of a finished run (``message`` already redacted)."""
     accounting = {**acct.to_json(), "deleted": deleted["sources"], "deleted_chunks": deleted["chunks"]}
@@ -74,6 +75,7 @@ def build_report(
         dead_lettered=dead_lettered,
         message=message,
         sync=sync,
+        executor=dict(executor) if executor else {"kind": "local"},
     )
 
 

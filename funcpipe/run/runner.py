@@ -163,6 +163,7 @@ class Runner:
             lambda: self.acct.unsettled,
         )
         self._adapters: LazyAdapters | None = None
+        self.executor_report: dict[str, Any] = {"kind": self.executor.kind}
         self._flusher: asyncio.TimerHandle | None = None
 
     @property
@@ -272,6 +273,14 @@ class Runner:
 
     async def _drive(self, resources: Any) -> bool:
         """Run every source item through the graph; whether it drained (every item read reached an outcome)."""
+        scaled = self.executor.kind == "ray" and self.options.shard is None
+        if scaled:
+            from funcpipe.run.scaleout import import_ray
+
+            try:
+                import_ray()
+            except RunError as exc:
+                raise _NotStarted(str(exc)) from None
         names = {st.adapter for st in self.pipeline.stages if st.adapter}
         missing = missing_credentials(self.pipeline, names, resources)
         if missing is not None:
@@ -281,7 +290,11 @@ class Runner:
         self._adapters = adapters
         contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
         await prepare_stages(self.pipeline, contexts, clock=self.options.clock, events=self.events)
-        if self.executor.kind == "ray" and self.options.shard is None:
+        if self.options.shard is not None and hasattr(resources, "http_client"):
+            # Opened now, not by a worker's first call: that call's start was granted by the
+            # shared limiter, and opening the client (importing httpx) would make it arrive late.
+            await resources.http_client()
+        if scaled:
             from funcpipe.run.scaleout import drive_shards
 
             return await drive_shards(self, contexts)
@@ -370,6 +383,7 @@ class Runner:
             dead_letter=self.dead.path,
             dead_lettered=self.dead.count,
             sync=self.sync.report,
+            executor=self.executor_report,
         )
         targets = [self.state_dir / f"{self.pipeline.name}.report.json"] if shard is None else []
         if self.options.report_path is not None:

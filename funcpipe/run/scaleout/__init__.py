@@ -11,6 +11,7 @@ See docs/scale-out.md.
 from __future__ import annotations
 
 from funcpipe.run.scaleout._executor import MAX_RETRIES, drive_shards, split
+from funcpipe.run.scaleout._ray import import_ray
 from funcpipe.run.scaleout._schedule import GUARD, TOLERANCE, Book
 
-__all__ = ["GUARD", "MAX_RETRIES", "TOLERANCE", "Book", "drive_shards", "split"]
+__all__ = ["GUARD", "MAX_RETRIES", "TOLERANCE", "Book", "drive_shards", "import_ray", "split"]

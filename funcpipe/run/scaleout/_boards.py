@@ -15,9 +15,10 @@ synchronous, so an actor serves them one at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from funcpipe.policy.breaker import Breaker, Ticket
+from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.models import CircuitBreaker, RateLimit
 from funcpipe.run.scaleout._schedule import GUARD, Book
 
@@ -28,27 +29,49 @@ StageCounters = dict[str, int]
 
 
 class PolicyBoard:
-    """Shared rate limits and breakers, on this process's monotonic clock.
+    """Shared rate limits and breakers.
+
+    Rate limits are booked on the wall clock, the one timeline every worker
+    reads (on one host it is the same clock; across hosts, clocks kept in
+    step by NTP differ by far less than the guard). Breakers run on this
+    process's monotonic clock and answer in durations.
 
     Args:
         guard: seconds each shared window is widened by (see `Book`).
+        clock: the breakers' clock.
+        wall: the shared timeline's time now (the wall clock).
     """
 
-    def __init__(self, guard: float = GUARD) -> None:
+    def __init__(self, guard: float = GUARD, clock: Clock = REAL_CLOCK, wall: Callable[[], float] = time.time) -> None:
         self.guard = guard
+        self.clock = clock
+        self.wall = wall
         self._books: dict[tuple[str, str], Book] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self.grants = 0
 
-    def grant(self, scope: str, limit: RateLimit, key: Hashable, costs: Sequence[int]) -> list[float]:
-        """Book one start per cost for ``scope``'s ``limit`` and ``key``; the delay from now of each."""
+    def grant(
+        self,
+        scope: str,
+        limit: RateLimit,
+        key: Hashable,
+        costs: Sequence[int],
+        lead: float = 0.0,
+        slack: int = 0,
+    ) -> list[float]:
+        """Book one start per cost for ``scope``'s ``limit`` and ``key``, none sooner than ``lead`` from now.
+
+        ``slack`` intervals are left free after the first (see `Book.book`).
+
+        Returns:
+            The start times, on the wall clock every worker reads.
+        """
         ident = (scope, limit.model_dump_json())
         book = self._books.get(ident)
         if book is None:
             book = self._books[ident] = Book(limit, self.guard)
-        now = time.monotonic()
         self.grants += 1
-        return [start - now for start in book.book(costs, now, key=key)]
+        return book.book(costs, self.wall() + max(0.0, lead), key=key, slack=slack)
 
     def pause(self, scope: str, limit: RateLimit, key: Hashable, seconds: float) -> None:
         """Book nothing for ``key`` during the next ``seconds``."""
@@ -56,10 +79,10 @@ class PolicyBoard:
         book = self._books.get(ident)
         if book is None:
             book = self._books[ident] = Book(limit, self.guard)
-        book.pause(time.monotonic() + seconds, key=key)
+        book.pause(self.wall() + seconds, key=key)
 
-    def record(self, scope: str, config: CircuitBreaker, code: str | None) -> float:
-        """Count one call's outcome (``code`` None on success) in ``scope``'s breaker.
+    def record(self, scope: str, config: CircuitBreaker, code: str | None, counted: bool = True) -> float:
+        """Count one call's outcome (``code`` None on success) in ``scope``'s breaker; just answer if not ``counted``.
 
         Returns:
             Seconds the breaker stays open from now; 0 when it admits calls.
@@ -67,12 +90,13 @@ class PolicyBoard:
         ident = (scope, config.model_dump_json())
         breaker = self._breakers.get(ident)
         if breaker is None:
-            breaker = self._breakers[ident] = Breaker(config)
-        admitted = breaker.admit()
-        if isinstance(admitted, Ticket):
-            breaker.record(admitted, code)
+            breaker = self._breakers[ident] = Breaker(config, self.clock)
+        if counted:
+            admitted = breaker.admit()
+            if isinstance(admitted, Ticket):
+                breaker.record(admitted, code)
         reset = breaker.reset_at()
-        return 0.0 if reset is None else max(0.0, reset - time.monotonic())
+        return 0.0 if reset is None else max(0.0, reset - self.clock.now())
 
 
 class ProgressBoard:

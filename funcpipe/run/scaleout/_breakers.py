@@ -4,8 +4,10 @@
 worker's calls and limits its half-open probes) and tells every outcome to
 the adapter's breaker on the policy board, which counts the failures of all
 workers together. When the board's breaker opens, every worker hears it
-with the answer to its next outcome, and refuses calls until it resets:
-one adapter, one breaker, whichever worker saw the failures.
+in the answer to its next outcome, or to the question it asks when it
+admits a call and has heard nothing for `REFRESH` seconds; it then refuses
+calls until the breaker resets: one adapter, one breaker, whichever worker
+saw the failures.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from funcpipe.policy.breaker import Breaker, BreakerState, Ticket, TransitionLis
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.models import CircuitBreaker
 
-__all__ = ["SharedBreaker"]
+__all__ = ["REFRESH", "SharedBreaker"]
 
-Tell = Callable[[str | None, Callable[[float], None]], None]
-"""``(code, answer)``: sends an outcome to the board; ``answer(seconds open)`` is called back on this loop."""
+REFRESH = 0.25
+"""Seconds after which a worker that heard nothing from the board asks it again."""
+
+Tell = Callable[[str | None, bool, Callable[[float], None]], None]
+"""``(code, counted, answer)``: sends an outcome (counted) or a question (not counted) to the board;
+``answer(seconds open)`` is called back on this loop."""
 
 
 class SharedBreaker:
@@ -40,6 +46,7 @@ class SharedBreaker:
         self._on_transition = on_transition
         self._local = Breaker(config, clock, on_transition)
         self._open_until = float("-inf")
+        self._heard_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"SharedBreaker(state={self.state!r}, {self.config!r})"
@@ -68,13 +75,16 @@ class SharedBreaker:
         wait = self._shared_wait()
         if wait > 0:
             return _open(wait)
+        if self.clock.now() - self._heard_at >= REFRESH:
+            self._heard_at = self.clock.now()  # one question in flight at a time
+            self._tell(None, False, self._heard)
         return self._local.admit(item_id)
 
     def record(self, ticket: Ticket, code: str | None, item_id: str | None = None) -> None:
         """Record a call's outcome here and on the board."""
         self._local.record(ticket, code, item_id)
         failed = code is not None and code in self.config.on
-        self._tell(code if failed else None, self._heard)
+        self._tell(code if failed else None, True, self._heard)
 
     def release(self, ticket: Ticket) -> None:
         """Hand back a ticket whose call never finished."""
@@ -85,6 +95,7 @@ class SharedBreaker:
 
     def _heard(self, seconds_open: float) -> None:
         """The board's answer: how long the shared breaker stays open."""
+        self._heard_at = self.clock.now()
         if seconds_open <= 0:
             return
         was_open = self._shared_wait() > 0

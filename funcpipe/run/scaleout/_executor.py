@@ -159,16 +159,22 @@ async def _run_shards(runner: Runner, shards: list[list[str]], own: dict[str, St
                     errors.append(f"shard {shard} failed: {_reason(exc)}")
             told = await _refresh(runner, progress, own, told)
             if runner.stop.is_set():
-                for ref in refs:
-                    ray.cancel(ref, force=True)
-                break
+                break  # the shards still running are cancelled below
         told = await _refresh(runner, progress, own, told)
         outcomes: dict[str, str] = await awaitable(progress.outcomes.remote())
         attempts: dict[int, int] = await awaitable(progress.attempts.remote())
     finally:
+        # Stopped or cancelled (a second signal): no shard may go on writing after the run ends.
+        for fut in pending:
+            ray.cancel(refs[pending[fut]], force=True)
         for actor in (policy, progress):
             ray.kill(actor)
     _gather(runner, results, outcomes)
+    runner.executor_report = {
+        "kind": "ray",
+        "workers": len(shards),
+        "shards": [{"shard": i, "sources": len(ids), "attempts": attempts.get(i, 0)} for i, ids in enumerate(shards)],
+    }
     retried = {shard: n for shard, n in attempts.items() if n > 1}
     if retried:
         runner.options.notify(

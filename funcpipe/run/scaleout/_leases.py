@@ -26,8 +26,17 @@ __all__ = ["MAX_GRANT", "Grant", "LeasedLimiter", "LeasedTurn"]
 MAX_GRANT = 8
 """The most starts one grant books: enough to batch round trips, few enough to share fairly."""
 
-Grant = Callable[[Hashable, Sequence[int]], Awaitable[Sequence[float]]]
-"""``(key, costs) -> delays``: books one start per cost and says how long from now each is."""
+MAX_LEAD = 0.25
+"""The most a grant's starts are booked ahead of its request, to cover the round trip."""
+
+FIRST_SLACK = 1
+"""Intervals the book leaves free after a worker's first start, which comes late: its client and
+connection open then."""
+
+Grant = Callable[[Hashable, Sequence[int], float, int], Awaitable[Sequence[float]]]
+"""``(key, costs, lead, slack) -> start times``: books one start per cost, none sooner than ``lead``
+seconds from now and ``slack`` intervals free after the first, and says when each is, on the shared
+timeline (`LeasedLimiter`'s ``shared_now``)."""
 
 
 class _Line:
@@ -44,18 +53,34 @@ class _Line:
 class LeasedLimiter:
     """A rate limiter whose starts are granted by a shared book.
 
+    Granted starts are times on a timeline every worker reads, the wall
+    clock (``shared_now``): a start then means the same moment in every
+    process, however long its grant took to arrive. Each grant asks for its
+    starts to be booked at least one round trip ahead (measured, at most
+    `MAX_LEAD`), so they arrive in time to be made.
+
     Args:
         grant: books starts (a call to the policy actor).
         pause: tells the book to start nothing for a key for some seconds
             (a ``Retry-After``); it returns at once.
-        clock: this process's clock.
+        clock: this process's clock, which calls sleep on.
+        shared_now: the shared timeline's time now (the wall clock).
     """
 
-    def __init__(self, grant: Grant, pause: Callable[[Hashable, float], None], clock: Clock) -> None:
+    def __init__(
+        self,
+        grant: Grant,
+        pause: Callable[[Hashable, float], None],
+        clock: Clock,
+        shared_now: Callable[[], float],
+    ) -> None:
         self._grant = grant
         self._pause = pause
         self.clock = clock
+        self._shared_now = shared_now
         self._lines: dict[Hashable, _Line] = {}
+        self.round_trip = 0.0
+        self._granted = False
 
     def start_now(self, cost: int = 1, *, key: Hashable = None) -> bool:
         """Never: every start is granted, so a call always takes its turn."""
@@ -97,11 +122,17 @@ class LeasedLimiter:
             return
         done = line.fetching = asyncio.get_running_loop().create_future()
         try:
-            delays = await self._grant(key, [t.cost for t in wanting])
+            sent = self.clock.now()
+            slack = 0 if self._granted else FIRST_SLACK
+            self._granted = True
+            starts = await self._grant(key, [t.cost for t in wanting], min(MAX_LEAD, self.round_trip), slack)
             received = self.clock.now()
-            for turn, delay in zip(wanting, delays, strict=True):
+            # A moving estimate of the round trip: one slow answer does not double every lead.
+            self.round_trip = 0.8 * self.round_trip + 0.2 * (received - sent) if self.round_trip else received - sent
+            offset = received - self._shared_now()
+            for turn, start in zip(wanting, starts, strict=True):
                 # Starts inside a local pause were booked before the pause reached the book.
-                at = received + delay
+                at = start + offset
                 if not turn.done and at >= line.paused_until:
                     turn.start = at
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 from collections.abc import Callable, Hashable, Sequence
 from types import ModuleType
 from typing import Any
@@ -107,14 +108,15 @@ class RaySharedPolicy:
         """A limiter whose starts the board grants, shared by every worker calling ``scope``."""
         board = self._board
 
-        async def grant(key: Hashable, costs: Sequence[int]) -> Sequence[float]:
-            delays: Sequence[float] = await awaitable(board.grant.remote(scope, limit, key, list(costs)))
-            return delays
+        async def grant(key: Hashable, costs: Sequence[int], lead: float, slack: int) -> Sequence[float]:
+            ref = board.grant.remote(scope, limit, key, list(costs), lead, slack)
+            starts: Sequence[float] = await awaitable(ref)
+            return starts
 
         def pause(key: Hashable, seconds: float) -> None:
             board.pause.remote(scope, limit, key, seconds)
 
-        return LeasedLimiter(grant, pause, clock)
+        return LeasedLimiter(grant, pause, clock, time.time)
 
     def breaker(
         self, scope: str, config: CircuitBreaker, clock: Clock, on_transition: TransitionListener
@@ -122,9 +124,9 @@ class RaySharedPolicy:
         """A breaker that opens for every worker when the board's breaker of ``scope`` opens."""
         board = self._board
 
-        def tell(code: str | None, answer: Callable[[float], None]) -> None:
+        def tell(code: str | None, counted: bool, answer: Callable[[float], None]) -> None:
             loop = asyncio.get_running_loop()
-            future: concurrent.futures.Future[float] = board.record.remote(scope, config, code).future()
+            future: concurrent.futures.Future[float] = board.record.remote(scope, config, code, counted).future()
 
             def heard(done: concurrent.futures.Future[float]) -> None:
                 if not done.cancelled() and done.exception() is None:

@@ -31,10 +31,10 @@ from funcpipe.policy.models import RateLimit
 
 __all__ = ["GUARD", "TOLERANCE", "Book"]
 
-GUARD = 0.05
+GUARD = 0.04
 """Seconds the shared window is widened by, to absorb the jitter of starts in other processes."""
 
-TOLERANCE = 0.02
+TOLERANCE = 0.015
 """How late after its booked time a worker may still make a start; later, it drops it and asks again."""
 
 
@@ -67,8 +67,12 @@ class Book:
     def __repr__(self) -> str:
         return f"Book({self.limit!r}, window={self.window}, keys={len(self._keys)})"
 
-    def book(self, costs: Sequence[int], now: float, *, key: Hashable = None) -> list[float]:
+    def book(self, costs: Sequence[int], now: float, *, key: Hashable = None, slack: int = 0) -> list[float]:
         """Book one start per cost, in order, none before ``now``; return their times.
+
+        ``slack`` intervals are left free after the first start: room for a
+        start expected to come late (a worker's first call opens its client
+        and its connection), so that it cannot crowd the next one.
 
         Raises:
             ValueError: if a cost is negative.
@@ -78,11 +82,11 @@ class Book:
             self._evict(now)
             bucket = self._keys[key] = _Key()
         starts = []
-        for cost in costs:
+        for i, cost in enumerate(costs):
             if cost < 0:
                 raise ValueError(f"a call's cost cannot be negative, got {cost}")
             start = self._earliest(bucket, cost, now)
-            bucket.tat = max(bucket.tat, start) + cost * self.interval
+            bucket.tat = max(bucket.tat, start) + (cost + (slack if i == 0 else 0)) * self.interval
             bucket.last = start
             if cost:
                 bucket.log.append((start, cost))
