@@ -127,7 +127,9 @@ async def drive_shards(runner: Runner, contexts: Mapping[str, StageContext]) -> 
 
 async def _run_shards(runner: Runner, shards: list[list[str]], own: dict[str, StageCounters]) -> bool:
     ray = import_ray()
-    policy = make_actor(PolicyBoard)
+    shared = any(st.policy.rate_limit or st.policy.circuit_breaker for st in runner.pipeline.stages)
+    # An actor is a process of its own: none is started for policies with nothing to share.
+    policy = make_actor(PolicyBoard) if shared else None
     progress = make_actor(ProgressBoard)
     task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_shard)
     refs = [
@@ -154,11 +156,16 @@ async def _run_shards(runner: Runner, shards: list[list[str]], own: dict[str, St
             for fut in done:
                 shard = pending.pop(fut)
                 try:
-                    results.append(fut.result())
+                    result: ShardResult = fut.result()
                 except Exception as exc:
                     errors.append(f"shard {shard} failed: {_reason(exc)}")
+                    continue
+                results.append(result)
+                if result.report.get("status") != "ok" and result.report.get("message"):
+                    # The shard stopped as a whole (fail_fast, a service refused): so does the run.
+                    errors.append(f"shard {shard} stopped: {result.report['message']}")
             told = await _refresh(runner, progress, own, told)
-            if runner.stop.is_set():
+            if runner.stop.is_set() or (errors and runner.pipeline.fail_fast):
                 break  # the shards still running are cancelled below
         told = await _refresh(runner, progress, own, told)
         outcomes: dict[str, str] = await awaitable(progress.outcomes.remote())
@@ -168,12 +175,22 @@ async def _run_shards(runner: Runner, shards: list[list[str]], own: dict[str, St
         for fut in pending:
             ray.cancel(refs[pending[fut]], force=True)
         for actor in (policy, progress):
-            ray.kill(actor)
+            if actor is not None:
+                ray.kill(actor)
     _gather(runner, results, outcomes)
+    finished = {r.shard: r for r in results}
     runner.executor_report = {
         "kind": "ray",
         "workers": len(shards),
-        "shards": [{"shard": i, "sources": len(ids), "attempts": attempts.get(i, 0)} for i, ids in enumerate(shards)],
+        "shards": [
+            {
+                "shard": i,
+                "sources": len(ids),
+                "attempts": attempts.get(i, 0),
+                "seconds": round(finished[i].seconds, 3) if i in finished else None,
+            }
+            for i, ids in enumerate(shards)
+        ],
     }
     retried = {shard: n for shard, n in attempts.items() if n > 1}
     if retried:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class ShardJob:
         source_ids: the source items it owns.
         state_dir: the run's state directory (the embedded PostgreSQL server joins there).
         seed: the run's seed (each shard's own is derived from it).
-        policy: the policy board actor.
+        policy: the policy board actor, if any policy has a rate limit or a breaker to share.
         progress: the progress board actor.
     """
 
@@ -59,7 +60,7 @@ class ShardJob:
     source_ids: tuple[str, ...]
     state_dir: Path
     seed: int
-    policy: ActorRef
+    policy: ActorRef | None
     progress: ActorRef
 
 
@@ -73,6 +74,8 @@ class ShardResult:
         report: the shard's `RunReport`, as JSON.
         dead_letters: its dead-letter records.
         samples: latency samples per stage, in seconds.
+        began: when the attempt began, on the wall clock.
+        seconds: how long it took.
     """
 
     shard: int
@@ -80,6 +83,8 @@ class ShardResult:
     report: dict[str, Any]
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[str, list[float]] = field(default_factory=dict)
+    began: float = 0.0
+    seconds: float = 0.0
 
 
 def counters_of(stats: dict[str, StageStats]) -> dict[str, StageCounters]:
@@ -103,6 +108,7 @@ def run_shard(job: ShardJob) -> ShardResult:
     """Run one shard to the end (the body of the Ray task)."""
     import ray
 
+    began = time.time()
     attempt, finished = ray.get(job.progress.begin.remote(job.shard))
     todo = frozenset(job.source_ids) - frozenset(finished)
     scratch = Path(tempfile.mkdtemp(prefix=f"funcpipe-shard{job.shard}-"))
@@ -115,7 +121,7 @@ def run_shard(job: ShardJob) -> ShardResult:
                 seed=job.seed + job.shard,
                 state_dir=job.state_dir,
                 shard=Shard(admit=todo.__contains__, dead_letter=dead_path),
-                shared_policy=RaySharedPolicy(job.policy),
+                shared_policy=RaySharedPolicy(job.policy) if job.policy is not None else None,
                 notify=notices.append,
             ),
         )
@@ -127,7 +133,7 @@ def run_shard(job: ShardJob) -> ShardResult:
             with dead_path.open(encoding="utf-8") as fh:
                 dead = [json.loads(line) for line in fh if line.strip()]
         samples = {sid: s.samples[:SAMPLES] for sid, s in runner.stats.items() if s.samples}
-        return ShardResult(job.shard, attempt, report, dead, samples)
+        return ShardResult(job.shard, attempt, report, dead, samples, began, time.time() - began)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,3 +62,10 @@ def test_a_missing_ray_names_the_extra_and_does_nothing(project: Path, monkeypat
     result = CliRunner().invoke(main, ["run", str(project), "--executor", "ray", "--quiet"])
     assert result.exit_code == 1
     assert "funcpipe-runner[ray]" in result.output
+
+
+def test_the_scaleout_bench_refuses_a_non_positive_size() -> None:
+    bench = Path(__file__).resolve().parents[3] / "bench" / "scaleout.py"
+    out = subprocess.run([sys.executable, str(bench), "--docs", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--docs, --words, --cpus and --repeat must be >= 1" in out.stderr
