@@ -15,6 +15,7 @@ the rate claims are counted there, from what it received:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -26,8 +27,10 @@ from typing import Any
 
 import psutil
 import pytest
+from click.testing import CliRunner
 
 import funcpipe
+from funcpipe.cli import main
 from funcpipe.run import RunReport
 from tests.e2e._support import fetch
 from tests.fakes import OpenAIServer
@@ -273,3 +276,19 @@ def test_dead_letters_are_gathered_in_one_file_and_sync_deletes_once(
     assert second.report.accounting["deleted"] == 2
     assert len(second.rows) == FEW - 3
     assert all(not row[2].startswith(("# Document 10\n", "# Document 20\n")) for row in second.rows.values())
+
+
+def test_the_command_line_runs_on_the_ray_instance_it_finds(single: Ran, server: TimedServer, tmp_path: Path) -> None:
+    table = unique_name("scale")
+    path = make_project(tmp_path, table, docs_count=FEW)
+    server.clear()
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--executor", "ray", "--workers", "2", "--report", str(tmp_path / "r.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"ray: {FEW} source items in 2 shards" in result.output
+    assert f"{FEW} source item(s): {FEW} done" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["executor"]["workers"] == 2 and report["accounting"]["invariant_holds"] is True
+    assert len(rows_of(table)) == FEW
+    assert ray.is_initialized()  # it was not this run's to stop
