@@ -81,6 +81,7 @@ class LeasedLimiter:
         self._lines: dict[Hashable, _Line] = {}
         self.round_trip = 0.0
         self._granted = False
+        self._measured = False
 
     def start_now(self, cost: int = 1, *, key: Hashable = None) -> bool:
         """Never: every start is granted, so a call always takes its turn."""
@@ -127,8 +128,12 @@ class LeasedLimiter:
             self._granted = True
             starts = await self._grant(key, [t.cost for t in wanting], min(MAX_LEAD, self.round_trip), slack)
             received = self.clock.now()
-            # A moving estimate of the round trip: one slow answer does not double every lead.
-            self.round_trip = 0.8 * self.round_trip + 0.2 * (received - sent) if self.round_trip else received - sent
+            # A moving estimate of the round trip: one slow answer does not double every lead. The
+            # first is left out: it includes the actor's cold start.
+            if self._measured:
+                rtt = received - sent
+                self.round_trip = 0.8 * self.round_trip + 0.2 * rtt if self.round_trip else rtt
+            self._measured = True
             offset = received - self._shared_now()
             for turn, start in zip(wanting, starts, strict=True):
                 # Starts inside a local pause were booked before the pause reached the book.
