@@ -1,16 +1,16 @@
 """The shared rate limit's book of starts: what the limiter actor grants, and when.
 
 Workers do not start calls on their own authority: they ask for *grants*.
-A grant books starts ahead of time on one timeline (the actor's clock) and
-answers each with a delay; the worker starts the call that much later by
-its own clock. The book is the limiter's GCRA and hard window bound
+A grant books starts ahead of time on one timeline every worker reads (the
+wall clock) and answers with their times; the worker starts each call at
+its time. The book is the limiter's GCRA and hard window bound
 (`funcpipe.policy.limiter`), with two changes that a shared limit needs:
 
 - **Starts are booked in advance**, in the order asked, so a start may lie
   in the future; the window bound counts booked starts, future ones too.
 - **A guard widens the window.** A booked start happens a little off its
-  time: the grant travels to the worker, the worker's loop wakes late, and
-  the request travels to the service. The book therefore keeps at most
+  time: the worker's loop wakes late, the request is built and travels to
+  the service, and clocks of different hosts differ a little. The book therefore keeps at most
   ``requests + burst - 1`` starts in any window of ``per + guard`` and paces
   at ``requests / (per + guard)``, and a worker drops a start it could not
   make within `TOLERANCE` of its time. A start that lands up to
