@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
@@ -74,12 +75,12 @@ def estimate_vs_tokenizer() -> tuple[int, int, int, int]:
     with OpenAIServer(api_key=KEY, dim=16, count_tokens=_tokenizer()) as server, tempfile.TemporaryDirectory() as d:
         spec = Path(d) / "rag.yaml"
         spec.write_text(
-            rag.replace(
-                "embedder: {kind: hashing, dim: 384}",
-                f'embedder: {{kind: openai, model: text-embedding-3-small, base_url: "{server.url}", dimensions: 16}}',
-            )
-            .replace("store: {kind: pgvector, table: chunks}", "store: {kind: memory}")
-            .replace('path: ".."', f'path: "{REPO}"'),
+            re.sub(
+                r"(?m)^  embedder: .*$",
+                f'  embedder: {{kind: openai, model: text-embedding-3-small, base_url: "{server.url}", '
+                "dimensions: 16}",
+                re.sub(r"(?m)^  store: .*$", "  store: {kind: memory}", rag),
+            ).replace('path: ".."', f'path: "{REPO}"'),
             encoding="utf-8",
         )
         pipeline = funcpipe.load(spec)

@@ -26,10 +26,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar, Unpack, overload
 
+from pydantic import ValidationError
+
 from funcpipe.compile import CompiledPipeline, compile_pipeline
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import Event, EventSink
 from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
+from funcpipe.spec.models import ExecutorSpec
 
 if TYPE_CHECKING:
     import contextlib
@@ -90,6 +93,11 @@ class RunSettings(TypedDict, total=False):
         metrics_host: the address the metrics server listens on (default ``127.0.0.1``).
         metrics_file: write the metrics here when the run ends, atomically,
             in the format of node_exporter's textfile collector (``--metrics-file``).
+        executor: ``"local"`` (one process) or ``"ray"`` (shards across Ray
+            workers, docs/scale-out.md); default: the spec's ``executor:``.
+        address: the Ray cluster to join (``ray://host:10001``, ``auto``);
+            none starts a local instance. Ray only.
+        workers: how many shards run at once (default: the cluster's CPUs). Ray only.
     """
 
     fresh: bool
@@ -110,6 +118,9 @@ class RunSettings(TypedDict, total=False):
     metrics_port: int | None
     metrics_host: str
     metrics_file: StrPath | None
+    executor: Literal["local", "ray"] | None
+    address: str | None
+    workers: int | None
 
 
 _OBSERVE = ("trace", "tracer_provider", "metrics_port", "metrics_host", "metrics_file")
@@ -238,6 +249,35 @@ def _check_settings(options: Mapping[str, object]) -> None:
             raise TypeError(f"unknown run option {name!r}{hint}; the options are {', '.join(sorted(_SETTINGS))}")
 
 
+def _executor(spec: ExecutorSpec, options: Mapping[str, Any]) -> ExecutorSpec | None:
+    """The spec's ``executor:`` with the run's ``executor``, ``address`` and ``workers`` over it; None if unchanged.
+
+    Raises:
+        ValueError: an unknown executor, a bad worker count, or Ray options for the local executor.
+    """
+    given = {k: options[k] for k in ("executor", "address", "workers") if options.get(k) is not None}
+    if not given:
+        return None
+    fields = spec.model_dump()
+    if "executor" in given:
+        fields["kind"] = given["executor"]
+        if given["executor"] == "local":
+            fields.update(address=None, workers=None)  # choosing local drops the spec's Ray settings
+    fields.update({k: given[k] for k in ("address", "workers") if k in given})
+    if fields["kind"] == "local" and (fields["address"] is not None or fields["workers"] is not None):
+        raise ValueError(
+            "address and workers apply to the ray executor: pass executor='ray' (--executor ray), "
+            "or write executor: {kind: ray} in the spec"
+        )
+    try:
+        return ExecutorSpec(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "executor"
+        name = "executor" if where == "kind" else where
+        raise ValueError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
 class RunSession:
     """One run of a pipeline, prepared but not started: attach displays, read live counters, run it once.
 
@@ -280,6 +320,9 @@ class RunSession:
         if "metrics_file" in observe:
             observe["metrics_file"] = Path(observe["metrics_file"])
         given["observe"] = Observe(**observe)
+        executor = _executor(pipeline.compiled.executor, passed)
+        if executor is not None:
+            given["executor"] = executor
         # The runner gets one fixed sink and one fixed notifier, both ours: what
         # is attached later is reached through them.
         self._runner: Runner = Runner(
@@ -426,8 +469,8 @@ class Pipeline:
             **options: ``fresh``, ``seed``, ``report_path``, ``shutdown_timeout``,
                 ``handle_signals``, ``listeners``, ``on_event``, ``notify``,
                 ``state_dir``, ``clock``, ``buffer``, ``resources``, ``force``, ``trace``,
-                ``tracer_provider``, ``metrics_port``, ``metrics_host``,
-                ``metrics_file`` (see `RunSettings`).
+                ``tracer_provider``, ``metrics_port``, ``metrics_host``, ``metrics_file``,
+                ``executor``, ``address``, ``workers`` (see `RunSettings`).
 
         Raises:
             RunError: the run could not start, and nothing was done (an unset

@@ -88,6 +88,19 @@ def _totals(pipeline: Pipeline) -> dict[str, int] | None:
     show_default=True,
     help="Seconds between progress lines when stderr is not a terminal.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where the work runs: one process, or shards across Ray workers (default: the spec's executor).",
+)
+@click.option("--address", default=None, help="Ray: the cluster to join (ray://host:10001); none starts one locally.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Ray: how many shards run at once (default: the cluster's CPUs).",
+)
 def run(
     spec: Path,
     overrides: tuple[str, ...],
@@ -106,6 +119,9 @@ def run(
     metrics_host: str,
     metrics_file: Path | None,
     progress_interval: float,
+    executor: str | None,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Run the pipeline in SPEC.
 
@@ -125,19 +141,25 @@ def run(
 
     from funcpipe.run.report import print_failures, print_summary
 
-    session = pipeline.session(
-        report_path=report_path,
-        fresh=fresh,
-        seed=seed,
-        handle_signals=True,
-        shutdown_timeout=shutdown_timeout,
-        notify=_silent if quiet else None,
-        force=force,
-        trace=trace,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        metrics_file=metrics_file,
-    )
+    try:
+        session = pipeline.session(
+            report_path=report_path,
+            fresh=fresh,
+            seed=seed,
+            handle_signals=True,
+            shutdown_timeout=shutdown_timeout,
+            notify=_silent if quiet else None,
+            force=force,
+            trace=trace,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            metrics_file=metrics_file,
+            executor="ray" if executor == "ray" else "local" if executor == "local" else None,
+            address=address,
+            workers=workers,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     stages = [(s.id, s.use) for s in session.stages]
     live = None
     heartbeat = None

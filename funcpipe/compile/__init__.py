@@ -88,6 +88,7 @@ def compile_pipeline(loaded: LoadedSpec) -> CompiledPipeline:
         fail_fast=spec.on_error.mode == "fail_fast",
         dead_letter=loaded.base_dir / dead_letter if dead_letter else None,
         shutdown_timeout=spec.shutdown_timeout,
+        executor=spec.executor,
         query=_query(loaded, graph),
         budget=spec.budget,
         secrets=secret_sources(

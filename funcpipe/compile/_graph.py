@@ -17,6 +17,7 @@ from funcpipe.compile._secrets import SecretSources
 from funcpipe.policy.budget import DEFAULT_CHARS_PER_TOKEN
 from funcpipe.policy.models import NO_POLICY, Batch, Budget, Policy, Price, RequestLimits
 from funcpipe.registry import AdapterKind, StageKind
+from funcpipe.spec.models import ExecutorSpec
 from funcpipe.stages.config import StageConfig
 
 
@@ -192,6 +193,7 @@ class CompiledPipeline:
         query: the resolved ``query:`` section, if any.
         secrets: where the run's secrets are, for its redactor.
         budget: the spec's top-level ``budget:``, held by the stages whose ``run_budget`` is set.
+        executor: where the work runs (``executor:``; the command line and the API may override it).
     """
 
     name: str
@@ -212,6 +214,7 @@ class CompiledPipeline:
     query: CompiledQuery | None = None
     secrets: SecretSources = field(default_factory=SecretSources)
     budget: Budget | None = None
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     def stage(self, stage_id: str) -> CompiledStage:
         """The stage with this id."""

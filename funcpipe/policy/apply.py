@@ -61,9 +61,10 @@ from funcpipe.policy.breaker import Breaker, BreakerState, Ticket
 from funcpipe.policy.budget import Meter, Spend
 from funcpipe.policy.clock import REAL_CLOCK, Clock, sleep_until
 from funcpipe.policy.events import Event, EventKind, EventSink, null_sink
-from funcpipe.policy.limiter import RateLimiter, Turn
+from funcpipe.policy.limiter import RateLimiter
 from funcpipe.policy.models import Policy, format_duration
 from funcpipe.policy.retry import backoff_delays, retry_after, should_retry, wait_before_retry
+from funcpipe.policy.shared import BreakerGate, LimiterGate, LimiterTurn, SharedPolicy
 from funcpipe.policy.slots import Slots
 
 __all__ = ["PolicyRuntime", "apply_policy"]
@@ -115,6 +116,9 @@ class PolicyRuntime:
         seed: seeds the jitter RNG, for reproducible schedules.
         meter: counts, prices and budgets every attempt (`funcpipe.policy.budget`);
             by default one holding the policy's own ``budget``, if it has one.
+        shared: where to get a limiter and breaker shared with other runtimes
+            (other processes, through the scale-out executor); default: local ones.
+        scope: what the shared ones are shared per: the adapter the stage calls.
     """
 
     def __init__(
@@ -126,6 +130,8 @@ class PolicyRuntime:
         stage: str = "",
         seed: int | None = None,
         meter: Meter | None = None,
+        shared: SharedPolicy | None = None,
+        scope: str = "",
     ) -> None:
         self.policy = policy
         if meter is None and policy.budget is not None:
@@ -135,8 +141,16 @@ class PolicyRuntime:
         self.events = events
         self.stage = stage
         self.rng = random.Random(seed)
-        self.limiter = RateLimiter(policy.rate_limit, clock) if policy.rate_limit else None
-        self.breaker = Breaker(policy.circuit_breaker, clock, self._breaker_moved) if policy.circuit_breaker else None
+        self.limiter: LimiterGate | None = None
+        self.breaker: BreakerGate | None = None
+        scope = scope or stage
+        if policy.rate_limit is not None:
+            shared_limiter = shared.limiter(scope, policy.rate_limit, clock) if shared is not None else None
+            self.limiter = shared_limiter or RateLimiter(policy.rate_limit, clock)
+        if policy.circuit_breaker is not None:
+            cb = policy.circuit_breaker
+            shared_breaker = shared.breaker(scope, cb, clock, self._breaker_moved) if shared is not None else None
+            self.breaker = shared_breaker or Breaker(cb, clock, self._breaker_moved)
         self.slots = Slots(policy.concurrency) if policy.concurrency else None
         timeout = policy.timeout
         self._attempt_limit = timeout.attempt if timeout is not None else None
@@ -312,7 +326,7 @@ class PolicyRuntime:
         Returns ``None`` when the breaker opened meanwhile and its reset comes
         before the deadline: the attempt should go round again.
         """
-        turn: AbstractAsyncContextManager[Turn | None] = (
+        turn: AbstractAsyncContextManager[LimiterTurn | None] = (
             self.limiter.turn(cost, key=key) if self.limiter is not None else contextlib.nullcontext()
         )
         async with turn as place:
@@ -375,7 +389,7 @@ class PolicyRuntime:
 
     async def _await_turn(
         self,
-        place: Turn,
+        place: LimiterTurn,
         attempt: int,
         deadline: float | None,
         item_id: str | None,

@@ -56,6 +56,11 @@ class StageStats:
             if j < self.RESERVOIR:
                 self._samples[j] = seconds
 
+    @property
+    def samples(self) -> list[float]:
+        """The latencies sampled so far, in seconds (at most `RESERVOIR`)."""
+        return list(self._samples)
+
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1) of recorded latencies, or None."""
         if not self._samples:
@@ -233,6 +238,13 @@ class Accounting:
             self._watermark[terminal] = st.seq
             if len(self._watermark) == len(self.terminals):
                 self._settle_below(min(self._watermark.values()))
+
+    def settle(self, source_id: str, outcome: Outcome) -> None:
+        """Settle an open source item whose outcome was decided elsewhere (by a scale-out worker)."""
+        if self.pending.pop(source_id, None) is None:
+            self.strays += 1
+            return
+        self._settle(source_id, outcome)
 
     def _settle_below(self, seq: int) -> None:
         while self.pending:

@@ -98,6 +98,18 @@ class DeadLetters:
         self._fh.flush()
         self.count += 1
 
+    def write_record(self, record: Mapping[str, object]) -> None:
+        """Append a record another process already made (a scale-out worker's), through the same redaction."""
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        rec: object = {**record, "run_id": self.run_id}
+        if self.redact is not None:
+            rec = self.redact(rec)
+        self._fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.flush()
+        self.count += 1
+
     def close(self) -> None:
         """Fsync and close the file if it was opened."""
         if self._fh is not None:

@@ -83,6 +83,8 @@ class RunReport:
     """Each budget: its ``scope`` (run, stage <id>), ``limit``, what was ``spent`` and why it was ``exhausted``."""
     sync: list[dict[str, Any]] = field(default_factory=list)
     """Source sync, one entry per store stage and source: mode, status, deleted sources and chunks."""
+    executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
+    """Where the work ran; for Ray, the workers and each shard's source items and attempts."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""

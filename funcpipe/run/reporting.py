@@ -59,6 +59,7 @@ def build_report(
     dead_lettered: int,
     sync: list[dict[str, Any]],
     costs: RunCosts | None = None,
+    executor: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """The report of a finished run (``message`` already redacted)."""
     accounting = {**acct.to_json(), "deleted": deleted["sources"], "deleted_chunks": deleted["chunks"]}
@@ -79,6 +80,7 @@ def build_report(
         usage=costs.usage_json() if costs is not None else {},
         cost=costs.total_cost() if costs is not None else None,
         budgets=costs.budgets_json() if costs is not None else [],
+        executor=dict(executor) if executor else {"kind": "local"},
     )
 
 

@@ -374,6 +374,10 @@ class RunResources:
             )
             self._stack.push_async_callback(client.aclose)
             self._http = client
+            # The first request would import the client's async backend (a tenth of a second or
+            # more): done here, it does not delay a call whose start a rate limiter already counted.
+            import anyio._backends._asyncio
+            import anyio.streams.tls  # noqa: F401
         return self._http
 
     def close_later(self, close: Callable[[], Awaitable[object]]) -> None:

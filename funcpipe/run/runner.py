@@ -33,6 +33,7 @@ from funcpipe.core import AsyncGen, ErrCode, ErrInfo, Item, Ok, Result, stable_i
 from funcpipe.errors import BUDGET_EXHAUSTED_EXIT, BudgetExceeded, FailFast, RunError, SpecError
 from funcpipe.policy.clock import REAL_CLOCK, Clock
 from funcpipe.policy.events import Event, EventSink
+from funcpipe.policy.shared import SharedPolicy
 from funcpipe.run.accounting import Accounting, Failures, StageStats
 from funcpipe.run.costs import RunCosts
 from funcpipe.run.deadletter import DeadLetters
@@ -54,6 +55,7 @@ from funcpipe.run.reporting import build_report, write_report
 from funcpipe.run.shutdown import Shutdown
 from funcpipe.run.sync import SourceSync
 from funcpipe.run.wiring import LazyAdapters, stage_context, wire
+from funcpipe.spec.models import ExecutorSpec
 from funcpipe.stages.base import StageContext
 from funcpipe.stages.imports import importable
 
@@ -82,6 +84,11 @@ class RunOptions:
             new ones (and where new ones are kept): a run and a query that
             share it share one in-process store.
         observe: traces and metrics (default: traced only if the ``OTEL_*`` variables ask).
+        shard: run only part of the source items, as one worker of a scale-out
+            run whose driver owns resume, source sync and the report file.
+        shared_policy: where limiters and breakers shared with other processes
+            come from (default: each runtime keeps its own).
+        executor: where the work runs (default: the spec's ``executor:``).
     """
 
     report_path: Path | None = None
@@ -99,6 +106,9 @@ class RunOptions:
     taps: list[Callable[[str, Item], None]] = field(default_factory=list)
     adapters: dict[str, Any] | None = None
     observe: Observe = field(default_factory=Observe)
+    shard: Shard | None = None
+    shared_policy: SharedPolicy | None = None
+    executor: ExecutorSpec | None = None
 
     def open_resources(self, state_dir: Path) -> contextlib.AbstractAsyncContextManager[Any]:
         """The resources for a run whose state lives in ``state_dir``."""
@@ -107,6 +117,25 @@ class RunOptions:
         from funcpipe.run.resources import RunResources
 
         return RunResources(state_dir=state_dir, clock=self.clock, notify=self.notify)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This run is one worker's part of a larger run (see `funcpipe.run.scaleout`).
+
+    A shard run admits only the source items ``admit`` accepts (the others are
+    read and passed over, uncounted), keeps no ledger, syncs no store and
+    writes no report file: the driver that split the work does those once, for
+    the whole run. Its dead letters go to ``dead_letter``, for the driver to
+    gather into the run's one file.
+
+    Attributes:
+        admit: whether a source id belongs to this shard.
+        dead_letter: where this shard's dead letters are written.
+    """
+
+    admit: Callable[[str], bool]
+    dead_letter: Path
 
 
 class Runner:
@@ -126,6 +155,7 @@ class Runner:
     def __init__(self, pipeline: CompiledPipeline, options: RunOptions | None = None) -> None:
         self.pipeline = pipeline
         self.options = options or RunOptions()
+        self.executor = self.options.executor or pipeline.executor
         self.state_dir = self.options.state_dir or pipeline.state_dir
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self.stats: dict[str, StageStats] = {s.id: StageStats() for s in pipeline.stages}
@@ -140,7 +170,10 @@ class Runner:
         # letters, the report's message, notices (and, through the CLI, logs).
         self.redact = Redactor.for_pipeline(pipeline)
         self.failures = Failures(redact=self.redact)
+        shard = self.options.shard
         dl_path = pipeline.dead_letter or self.state_dir / f"{pipeline.name}.dead.jsonl"
+        if shard is not None:
+            dl_path = shard.dead_letter
         self.dead = DeadLetters(dl_path, self.run_id, redact=self.redact.scrub)
         self._first_failure: str | None = None
         self.settled_hooks: list[Callable[[str, str], None]] = []
@@ -156,6 +189,7 @@ class Runner:
         )
         self._adapters: LazyAdapters | None = None
         self._contexts: dict[str, StageContext] = {}
+        self.executor_report: dict[str, Any] = {"kind": self.executor.kind}
         self._flusher: asyncio.TimerHandle | None = None
 
     @property
@@ -220,6 +254,8 @@ class Runner:
 
     def _admit(self, stage_id: str, item: Item) -> bool:
         """Register a source item, or skip it if an earlier run finished it unchanged under the same key."""
+        if self.options.shard is not None and not self.options.shard.admit(item.source_id):
+            return False  # another worker's
         self.sync.listed(stage_id, item.source_id)
         key = self.pipeline.resume_keys[stage_id]
         content = content_hash(item)
@@ -232,21 +268,23 @@ class Runner:
         return True
 
     def _failed(self, stage: CompiledStage, error: ErrInfo) -> None:
+        item = error.meta.get("item")
         if error.code == ErrCode.BUDGET_EXHAUSTED:
             # Not a failure: the call was never made. The item is left for the next run.
-            item = error.meta.get("item")
             if isinstance(item, Item):
                 if not stage.inputs:
                     self.acct.source(item.source_id)
                 self.acct.unfinished(item.source_id)
             return
+        shard = self.options.shard
+        if shard is not None and not stage.inputs and not (isinstance(item, Item) and shard.admit(item.source_id)):
+            return  # a read failure not of this shard's items: the driver, which listed it, counts it
         # One stage id for the counts, the breakdown and the dead letter, so they agree.
         named = error.meta.get("stage")
         stage_id = named if isinstance(named, str) and named in self.stats else stage.id
         self.stats[stage_id].failed += 1
         self.failures.add(stage_id, error.code, error.msg)
         self.dead.write(error, stage_id)
-        item = error.meta.get("item")
         self.events(_dead_letter_event(stage_id, error, item, self.options.clock.now()))
         if isinstance(item, Item):
             if not stage.inputs:
@@ -272,11 +310,21 @@ class Runner:
             shutdown=self.stop,
             origin_of=lambda source_id: self._origin.get(source_id, default),
             meter=self.costs.meter(stage),
+            shared_policy=self.options.shared_policy,
         )
 
     # -- running ----------------------------------------------------------
 
-    async def _drive(self, resources: Any) -> None:
+    async def _drive(self, resources: Any) -> bool:
+        """Run every source item through the graph; whether it drained (every item read reached an outcome)."""
+        scaled = self.executor.kind == "ray" and self.options.shard is None
+        if scaled:
+            from funcpipe.run.scaleout import import_ray
+
+            try:
+                import_ray()
+            except RunError as exc:
+                raise _NotStarted(str(exc)) from None
         names = {st.adapter for st in self.pipeline.stages if st.adapter}
         missing = missing_credentials(self.pipeline, names, resources)
         if missing is not None:
@@ -290,6 +338,14 @@ class Runner:
         self._adapters = adapters
         contexts = self._contexts = {st.id: self._context(st, adapters) for st in self.pipeline.stages}
         await prepare_stages(self.pipeline, contexts, clock=self.options.clock, events=self.events)
+        if self.options.shard is not None and hasattr(resources, "http_client"):
+            # Opened now, not by a worker's first call: that call's start was granted by the
+            # shared limiter, and opening the client (importing httpx) would make it arrive late.
+            await resources.http_client()
+        if scaled:
+            from funcpipe.run.scaleout import drive_shards
+
+            return await drive_shards(self, contexts)
 
         def build(st: CompiledStage, upstream: AsyncGen[Item]) -> AsyncGen[Item]:
             transform = factories[st.id](st.config, contexts[st.id])
@@ -302,6 +358,7 @@ class Runner:
                     if isinstance(r, Ok):
                         terminal, item = r.value
                         self.acct.committed(terminal, item.source_id)
+        return True
 
     async def run(self) -> RunReport:
         """Run the pipeline to the end and return the report (also written to disk).
@@ -339,7 +396,9 @@ class Runner:
         status, exit_code, message = "ok", 0, None
         self._run_event("run_start", run_id=self.run_id, pipeline=self.pipeline.name, stages=len(self.pipeline.stages))
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.fingerprint, self.run_id)
+        shard = self.options.shard
+        if shard is None:  # a shard's driver keeps the one ledger
+            self.ledger = Ledger(self.state_dir / "ledger.sqlite", self.pipeline.fingerprint, self.run_id)
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -351,10 +410,12 @@ class Runner:
             # User callables (``use: module:fn``) live beside the spec, as the loader found them.
             with importable(self.pipeline.base_dir):
                 async with self.options.open_resources(self.state_dir) as resources:
-                    await self._drive(resources)
-                    drained = True
-                    self.acct.finish()
-                    if not self.stop.is_set() and self._adapters is not None:
+                    drained = await self._drive(resources)
+                    if drained:
+                        self.acct.finish()
+                    else:
+                        self.acct.stop()
+                    if drained and not self.stop.is_set() and self._adapters is not None and self.ledger is not None:
                         await self.sync.run(self.ledger, self._adapters, clock=self.options.clock, events=self.events)
                         # After the sync's deletions: a deferred index is built over the rows that stay.
                         await finish_stages(self.pipeline, self._contexts, clock=self.options.clock, events=self.events)
@@ -391,7 +452,8 @@ class Runner:
             if self.options.handle_signals:
                 self.shutdown.remove()
             self.dead.close()
-            self.ledger.close()
+            if self.ledger is not None:
+                self.ledger.close()
         if status == "ok" and (self.acct.counts["failed"] or self.dead.count):
             status, exit_code = "failed", 1
         stopped = self.shutdown.outcome(self.acct.counts["unfinished"])
@@ -420,8 +482,9 @@ class Runner:
             dead_lettered=self.dead.count,
             sync=self.sync.report,
             costs=self.costs,
+            executor=self.executor_report,
         )
-        targets = [self.state_dir / f"{self.pipeline.name}.report.json"]
+        targets = [self.state_dir / f"{self.pipeline.name}.report.json"] if shard is None else []
         if self.options.report_path is not None:
             targets.append(self.options.report_path)
         write_report(report, targets, self.redact)
@@ -488,4 +551,4 @@ async def run_pipeline(pipeline: CompiledPipeline, options: RunOptions | None = 
     return await Runner(pipeline, options).run()
 
 
-__all__ = ["RunOptions", "Runner", "content_hash", "missing_credentials", "run_pipeline"]
+__all__ = ["RunOptions", "Runner", "Shard", "content_hash", "missing_credentials", "run_pipeline"]

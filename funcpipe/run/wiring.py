@@ -22,6 +22,7 @@ from funcpipe.policy.apply import PolicyRuntime
 from funcpipe.policy.budget import Meter
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import EventSink
+from funcpipe.policy.shared import SharedPolicy
 from funcpipe.ports import EmbedPort
 from funcpipe.stages.base import StageContext, no_origin
 
@@ -71,6 +72,7 @@ def stage_context(
     origin_of: Callable[[str], str] = no_origin,
     prepared: bool = False,
     meter: Meter | None = None,
+    shared_policy: SharedPolicy | None = None,
 ) -> StageContext:
     """What ``stage`` is given at run time: its adapter, policy runtime, and what its kind declared it needs.
 
@@ -83,7 +85,16 @@ def stage_context(
         adapter=adapters[stage.adapter] if stage.adapter else None,
         policy=stage.policy,
         batch=stage.run_batch,
-        runtime=PolicyRuntime(stage.policy, clock=clock, events=events, stage=stage.id, seed=seed, meter=meter),
+        runtime=PolicyRuntime(
+            stage.policy,
+            clock=clock,
+            events=events,
+            stage=stage.id,
+            seed=seed,
+            meter=meter,
+            shared=shared_policy,
+            scope=stage.adapter or stage.id,
+        ),
         events=events,
         clock=clock,
         base_dir=base_dir,

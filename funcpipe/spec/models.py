@@ -11,7 +11,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from funcpipe.policy.models import Batch, Budget, Duration, Int, Policy, no_bool
 
@@ -140,6 +150,29 @@ class OnError(_Spec):
     )
 
 
+class ExecutorSpec(_Spec):
+    """Where the run's work happens: this process, or shards across Ray workers (docs/scale-out.md)."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: one process; ray: source items sharded across Ray workers."
+    )
+    address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="ray: the cluster to join (ray://host:10001, or auto); none starts a local instance.",
+    )
+    workers: Int | None = Field(
+        None, ge=1, le=1024, description="ray: how many shards run at once (default: the cluster's CPUs)."
+    )
+
+    @model_validator(mode="after")
+    def _ray_options_need_ray(self) -> ExecutorSpec:
+        if self.kind == "local" and (self.address is not None or self.workers is not None):
+            raise ValueError("address and workers apply to kind: ray; write kind: ray, or remove them")
+        return self
+
+
 class PipelineSpec(_Spec):
     """A whole funcpipe document."""
 
@@ -161,4 +194,7 @@ class PipelineSpec(_Spec):
     shutdown_timeout: Duration = Field(30.0, description="Time in-flight work gets to finish after a signal.")
     budget: Budget | None = Field(
         None, description="Limits on the whole run's calls to embedders and generators: requests, tokens, cost."
+    )
+    executor: ExecutorSpec = Field(
+        default_factory=ExecutorSpec, description="Where the work runs: this process, or Ray workers."
     )
