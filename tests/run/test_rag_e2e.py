@@ -81,9 +81,7 @@ def test_query_retrieves_the_section_that_answers(project: Path, first_run: dict
     assert top["meta"]["section"] == "How do I switch the embedding provider?"
 
 
-def test_the_ctrl_c_question_finds_the_shutdown_docs(
-    project: Path, first_run: dict[str, tuple[str, str]]
-) -> None:
+def test_the_ctrl_c_question_finds_the_shutdown_docs(project: Path, first_run: dict[str, tuple[str, str]]) -> None:
     proc = funcpipe("query", str(project / "pipelines" / "rag.yaml"), "what happens when I press Ctrl-C", "--json")
     assert proc.returncode == 0, proc.stderr
     sources = json.loads(proc.stdout)["sources"]
