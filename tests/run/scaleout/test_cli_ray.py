@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Real-time rate assertions at the server: run alone, not beside another test worker (.ci/check).
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 pytest.importorskip("ray")
 

@@ -37,7 +37,8 @@ from tests.fakes import OpenAIServer
 from tests.fakes.servers import Recorded, Reply
 from tests.pg import shared_dsn, unique_name
 
-pytestmark = pytest.mark.slow
+# Real-time rate assertions at the server: run alone, not beside another test worker (.ci/check).
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 ray = pytest.importorskip("ray")
 
