@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar
 from pydantic import ValidationError
 
 from funcpipe.compile import CompiledPipeline, compile_pipeline
+from funcpipe.errors import SpecErrors
 from funcpipe.policy.clock import Clock
 from funcpipe.policy.events import Event, EventSink
 from funcpipe.spec import LoadedSpec, SpecCheck, check_spec, load_spec
@@ -645,5 +646,22 @@ def check(
         env: as for `load`.
         check_env: require the run's environment.
     """
+    if os.fspath(path).endswith((".test.yaml", ".test.yml")):  # funcpipe.pipetest.SUFFIXES
+        return _check_test_file(Path(path), env=env, check_env=check_env)
     overrides, params_file = _spec_inputs(set, params)
     return check_spec(os.fspath(path), overrides=overrides, params_file=params_file, env=env, check_env=check_env)
+
+
+def _check_test_file(path: Path, *, env: Mapping[str, str] | None, check_env: bool) -> SpecCheck:
+    """`check` for a pipeline test file (``*.test.yaml``): the file itself, then the spec it names.
+
+    The result's ``name`` is the spec it tests and ``stages`` its number of tests.
+    """
+    from funcpipe.pipetest import load_test_file
+
+    try:
+        loaded = load_test_file(path)
+    except SpecErrors as exc:
+        return SpecCheck(tuple(exc.errors), (), None, 0)
+    spec = check_spec(os.fspath(loaded.spec_path), env=env, check_env=check_env)
+    return SpecCheck(spec.errors, spec.unset, loaded.model.spec, len(loaded.model.tests))

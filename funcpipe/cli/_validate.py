@@ -102,7 +102,9 @@ def pipeline_or_exit(
         sys.exit(SpecError.exit_code)
 
 
-def _summary(check: SpecCheck) -> str:
+def _summary(path: Path, check: SpecCheck) -> str:
+    if path.name.endswith((".test.yaml", ".test.yml")):
+        return f"test file of {check.name}, {check.stages} test{'s' if check.stages != 1 else ''}"
     name = f"pipeline {check.name!r}" if check.name else "pipeline"
     return f"{name}, {check.stages} stage{'s' if check.stages != 1 else ''}"
 
@@ -142,7 +144,7 @@ def validate(
     overrides: tuple[str, ...],
     params_file: Path | None,
 ) -> None:
-    """Check spec FILES and report every error in every file.
+    """Check spec FILES (and pipeline test files, *.test.yaml) and report every error in every file.
 
     By default the run's environment is not needed (lint jobs, pre-commit):
     an unset ${VAR} without default is a note, and what depends only on its
@@ -182,7 +184,7 @@ def validate(
             if fmt != "json":
                 click.echo(format_errors(check.errors, fmt))
         elif fmt == "text":
-            click.echo(f"{path}: ok ({_summary(check)})")
+            click.echo(f"{path}: ok ({_summary(path, check)})")
         if fmt == "text":
             for note in notes:
                 click.echo(f"{path}: note: {note}")

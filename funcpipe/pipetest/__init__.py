@@ -28,7 +28,7 @@ from pathlib import Path
 
 from funcpipe.errors import SpecErrors
 from funcpipe.pipetest._harness import run_case
-from funcpipe.pipetest._load import SUFFIXES, load_test_file
+from funcpipe.pipetest._load import SUFFIXES, LoadedTestFile, load_test_file
 from funcpipe.pipetest._update import apply_snapshots
 from funcpipe.pipetest.results import CaseResult, Problem, Snapshot, TestResults
 from funcpipe.spec.documents import format_path
@@ -120,4 +120,14 @@ def run_tests(
     return TestResults(results, time.perf_counter() - t0, updated)
 
 
-__all__ = ["CaseResult", "Problem", "TestResults", "discover", "run_file", "run_tests"]
+__all__ = [
+    "SUFFIXES",
+    "CaseResult",
+    "LoadedTestFile",
+    "Problem",
+    "TestResults",
+    "discover",
+    "load_test_file",
+    "run_file",
+    "run_tests",
+]
