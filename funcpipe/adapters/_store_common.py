@@ -25,11 +25,12 @@ import asyncio
 import hashlib
 import json
 import math
+import threading
 from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import import_module
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from funcpipe._redact import redact, redact_dsn
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
@@ -43,6 +44,34 @@ FINGERPRINT_KEY = "funcpipe_embedder"
 
 RRF_K = 60
 """The constant of reciprocal rank fusion: a hit at rank r (from 1) adds 1 / (RRF_K + r)."""
+
+
+class ClientCalls:
+    """A store client's methods behind one ``call``: awaited (an async client), or in a worker thread (an embedded one).
+
+    An embedded client is not safe across threads, so its calls take ``thread_lock`` one at a time.
+
+    Args:
+        target: the client (or collection) whose methods are called.
+        thread_lock: None for an async client; else the lock its calls share.
+    """
+
+    def __init__(self, target: Any, thread_lock: threading.Lock | None) -> None:
+        self.target = target
+        self._thread_lock = thread_lock
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """Call ``target.method(**kwargs)`` and return what it returns."""
+        fn = getattr(self.target, method)
+        if self._thread_lock is None:
+            return await fn(**kwargs)
+        lock = self._thread_lock
+
+        def locked() -> Any:
+            with lock:
+                return fn(**kwargs)
+
+        return await asyncio.to_thread(locked)
 
 
 def import_client(module: str, extra: str, store: str) -> ModuleType:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from funcpipe.adapters import _store_common as common
+from funcpipe.adapters._store_common import ClientCalls
 from funcpipe.adapters.config import ChromaConfig
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
@@ -46,26 +47,6 @@ from funcpipe.ports import Embedding, Fingerprint, QueryHit, RetrievalMode, Vect
 T = TypeVar("T")
 
 _PAGE = 1000
-
-
-class _Collection:
-    """A Chroma collection, async (a server) or in a worker thread (embedded), behind one ``call``."""
-
-    def __init__(self, collection: Any, thread_lock: threading.Lock | None) -> None:
-        self.collection = collection
-        self._thread_lock = thread_lock
-
-    async def call(self, method: str, **kwargs: Any) -> Any:
-        fn = getattr(self.collection, method)
-        if self._thread_lock is None:
-            return await fn(**kwargs)
-        lock = self._thread_lock
-
-        def locked() -> Any:
-            with lock:
-                return fn(**kwargs)
-
-        return await asyncio.to_thread(locked)
 
 
 class ChromaStore:
@@ -82,7 +63,7 @@ class ChromaStore:
         self._chroma = common.import_client("chromadb", "chroma", "chroma")
         self._client: Any = None
         self._thread_lock: threading.Lock | None = None
-        self._collection: _Collection | None = None
+        self._collection: ClientCalls | None = None
         self._opening = asyncio.Lock()
         self._client_lock = asyncio.Lock()
         self._dim: int | None = None
@@ -144,7 +125,7 @@ class ChromaStore:
             return await fn(**kwargs)
         return await asyncio.to_thread(fn, **kwargs)
 
-    async def _find(self) -> _Collection | None:
+    async def _find(self) -> ClientCalls | None:
         """The collection, or None if it does not exist."""
         if self._collection is None:
             async with self._opening:
@@ -155,7 +136,7 @@ class ChromaStore:
                         if type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc):
                             return None
                         raise
-                    self._collection = _Collection(found, self._thread_lock)
+                    self._collection = ClientCalls(found, self._thread_lock)
         return self._collection
 
     def _plan(self, doing: str, body: Callable[[], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
@@ -166,11 +147,11 @@ class ChromaStore:
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
         return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)
 
-    def _stored(self, collection: _Collection) -> Fingerprint | None:
-        metadata = collection.collection.metadata or {}
+    def _stored(self, collection: ClientCalls) -> Fingerprint | None:
+        metadata = collection.target.metadata or {}
         return common.parse_fingerprint(metadata.get(common.FINGERPRINT_KEY))
 
-    def _ready(self, doing: str, body: Callable[[_Collection, int], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
+    def _ready(self, doing: str, body: Callable[[ClientCalls, int], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
         async def run() -> Result[T, ErrInfo]:
             collection = await self._find()
             if collection is None:
@@ -199,7 +180,7 @@ class ChromaStore:
                     configuration={"hnsw": {"space": "cosine"}},
                     embedding_function=None,
                 )
-                collection = self._collection = _Collection(created, self._thread_lock)
+                collection = self._collection = ClientCalls(created, self._thread_lock)
             stored = self._stored(collection)
             if stored != fingerprint:
                 return Err(common.mismatch("chroma collection", self._name, "collection", stored, fingerprint))
@@ -224,7 +205,7 @@ class ChromaStore:
         if not records:
             return async_pure(0)
 
-        async def body(collection: _Collection, dim: int) -> Result[int, ErrInfo]:
+        async def body(collection: ClientCalls, dim: int) -> Result[int, ErrInfo]:
             latest = common.checked(records, dim)
             if isinstance(latest, Err):
                 return latest
@@ -260,7 +241,7 @@ class ChromaStore:
 
         return self._ready("upsert into", body)
 
-    async def _ids(self, collection: _Collection, where: Mapping[str, Any]) -> list[str]:
+    async def _ids(self, collection: ClientCalls, where: Mapping[str, Any]) -> list[str]:
         ids: list[str] = []
         while True:
             page = await collection.call("get", where=dict(where), include=[], limit=_PAGE, offset=len(ids))
@@ -268,7 +249,7 @@ class ChromaStore:
             if len(page["ids"]) < _PAGE:
                 return ids
 
-    async def _delete(self, collection: _Collection, where: Mapping[str, Any], keep_ids: Sequence[str]) -> int:
+    async def _delete(self, collection: ClientCalls, where: Mapping[str, Any], keep_ids: Sequence[str]) -> int:
         keep = set(keep_ids)
         gone = [i for i in await self._ids(collection, where) if i not in keep]
         if gone:
@@ -278,7 +259,7 @@ class ChromaStore:
     def delete_stale(self, source_id: str, keep_ids: Sequence[str]) -> AsyncPlan[int]:
         """Delete the rows of ``source_id`` whose id is not in ``keep_ids``; returns how many."""
 
-        async def body(collection: _Collection, _dim: int) -> Result[int, ErrInfo]:
+        async def body(collection: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             return Ok(await self._delete(collection, {"source_id": source_id}, keep_ids))
 
         return self._ready("delete stale rows from", body)
@@ -289,7 +270,7 @@ class ChromaStore:
             return async_pure(0)
         where = {"$and": [{"origin": origin}, {"source_id": {"$in": list(dict.fromkeys(source_ids))}}]}
 
-        async def body(collection: _Collection, _dim: int) -> Result[int, ErrInfo]:
+        async def body(collection: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             return Ok(await self._delete(collection, where, keep_ids))
 
         return self._ready("delete rows from", body)
@@ -297,7 +278,7 @@ class ChromaStore:
     def source_ids(self, origin: str) -> AsyncPlan[list[str]]:
         """The distinct source ids of the rows of ``origin``, sorted."""
 
-        async def body(collection: _Collection, _dim: int) -> Result[list[str], ErrInfo]:
+        async def body(collection: ClientCalls, _dim: int) -> Result[list[str], ErrInfo]:
             seen: set[str] = set()
             offset = 0
             while True:
@@ -317,7 +298,7 @@ class ChromaStore:
         if not wanted:
             return async_pure(set())
 
-        async def body(collection: _Collection, _dim: int) -> Result[set[str], ErrInfo]:
+        async def body(collection: ClientCalls, _dim: int) -> Result[set[str], ErrInfo]:
             found = await collection.call("get", ids=wanted, include=[])
             return Ok(set(found["ids"]))
 
@@ -353,7 +334,7 @@ class ChromaStore:
         clauses = [{"pairs": {"$contains": p}} for p in wanted.value]
         where = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-        async def body(collection: _Collection, dim: int) -> Result[list[QueryHit], ErrInfo]:
+        async def body(collection: ClientCalls, dim: int) -> Result[list[QueryHit], ErrInfo]:
             wrong = common.check_query(values, dim)
             if wrong is not None:
                 return Err(wrong)
@@ -383,7 +364,7 @@ class ChromaStore:
     def count(self) -> AsyncPlan[int]:
         """The number of records in the collection."""
 
-        async def body(collection: _Collection, _dim: int) -> Result[int, ErrInfo]:
+        async def body(collection: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             return Ok(int(await collection.call("count")))
 
         return self._ready("count", body)

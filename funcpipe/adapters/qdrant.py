@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from funcpipe.adapters import _store_common as common
+from funcpipe.adapters._store_common import ClientCalls
 from funcpipe.adapters.config import QdrantConfig
 from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result, async_fail, async_pure
@@ -82,26 +83,6 @@ class _Local:
         client.close()
 
 
-class _Client:
-    """Qdrant's async client, or its local client in a worker thread, behind one ``call``."""
-
-    def __init__(self, client: Any, thread_lock: threading.Lock | None) -> None:
-        self._client = client
-        self._thread_lock = thread_lock
-
-    async def call(self, method: str, **kwargs: Any) -> Any:
-        fn = getattr(self._client, method)
-        if self._thread_lock is None:
-            return await fn(**kwargs)
-        lock = self._thread_lock
-
-        def locked() -> Any:
-            with lock:
-                return fn(**kwargs)
-
-        return await asyncio.to_thread(locked)
-
-
 class QdrantStore:
     """A `VectorStorePort` over one Qdrant collection.
 
@@ -115,7 +96,7 @@ class QdrantStore:
         self._resources = resources
         self._qdrant = common.import_client("qdrant_client", "qdrant", "qdrant")
         self._models: Any = self._qdrant.models
-        self._client: _Client | None = None
+        self._client: ClientCalls | None = None
         self._opening = asyncio.Lock()
         self._dim: int | None = None
         self._secrets: list[str] = []
@@ -133,7 +114,7 @@ class QdrantStore:
         self._secrets.append(value)
         return value
 
-    async def _open(self) -> _Client:
+    async def _open(self) -> ClientCalls:
         async with self._opening:
             if self._client is not None:
                 return self._client
@@ -147,7 +128,7 @@ class QdrantStore:
                     check_compatibility=False,
                 )
                 self._resources.close_later(client.close)
-                self._client = _Client(client, None)
+                self._client = ClientCalls(client, None)
             else:
                 path = (self._resources.state_dir / "qdrant").resolve()
                 local, call_lock = await asyncio.to_thread(_Local.acquire, path, self._qdrant)
@@ -156,10 +137,10 @@ class QdrantStore:
                     await asyncio.to_thread(_Local.release, path)
 
                 self._resources.close_later(release)
-                self._client = _Client(local, call_lock)
+                self._client = ClientCalls(local, call_lock)
             return self._client
 
-    def _plan(self, doing: str, body: Callable[[_Client], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
+    def _plan(self, doing: str, body: Callable[[ClientCalls], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
         async def run() -> Result[T, ErrInfo]:
             return await body(await self._open())
 
@@ -169,14 +150,14 @@ class QdrantStore:
     def _describe(self, exc: BaseException, doing: str) -> ErrInfo:
         return common.redacted(error_info(exc, doing=f"{doing} {self._where}", collection=self._name), self._secrets)
 
-    async def _stored(self, client: _Client) -> tuple[bool, Fingerprint | None]:
+    async def _stored(self, client: ClientCalls) -> tuple[bool, Fingerprint | None]:
         if not await client.call("collection_exists", collection_name=self._name):
             return False, None
         info = await client.call("get_collection", collection_name=self._name)
         metadata = getattr(info.config, "metadata", None) or {}
         return True, common.parse_fingerprint(metadata.get(common.FINGERPRINT_KEY))
 
-    async def _dimension(self, client: _Client) -> int | None:
+    async def _dimension(self, client: ClientCalls) -> int | None:
         """The dimension the collection records (cached), or None if it does not exist."""
         if self._dim is None:
             exists, stored = await self._stored(client)
@@ -185,8 +166,8 @@ class QdrantStore:
                 self._dim = stored.dim if stored else int(info.config.params.vectors.size)
         return self._dim
 
-    def _ready(self, doing: str, body: Callable[[_Client, int], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
-        async def run(client: _Client) -> Result[T, ErrInfo]:
+    def _ready(self, doing: str, body: Callable[[ClientCalls, int], Awaitable[Result[T, ErrInfo]]]) -> AsyncPlan[T]:
+        async def run(client: ClientCalls) -> Result[T, ErrInfo]:
             dim = await self._dimension(client)
             if dim is None:
                 return Err(common.not_created("qdrant collection", self._name))
@@ -210,7 +191,7 @@ class QdrantStore:
     def ensure(self, fingerprint: Fingerprint) -> AsyncPlan[None]:
         """Create the collection (cosine, the fingerprint in its metadata) if missing; check the fingerprint."""
 
-        async def body(client: _Client) -> Result[None, ErrInfo]:
+        async def body(client: ClientCalls) -> Result[None, ErrInfo]:
             exists, stored = await self._stored(client)
             if exists:
                 if stored != fingerprint:
@@ -241,7 +222,7 @@ class QdrantStore:
     def stored_fingerprint(self) -> AsyncPlan[tuple[bool, Fingerprint | None]]:
         """Whether the collection exists, and the fingerprint its metadata records; creates nothing."""
 
-        async def body(client: _Client) -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
+        async def body(client: ClientCalls) -> Result[tuple[bool, Fingerprint | None], ErrInfo]:
             return Ok(await self._stored(client))
 
         return self._plan("read the embedder fingerprint of", body)
@@ -253,7 +234,7 @@ class QdrantStore:
         if not records:
             return async_pure(0)
 
-        async def body(client: _Client, dim: int) -> Result[int, ErrInfo]:
+        async def body(client: ClientCalls, dim: int) -> Result[int, ErrInfo]:
             latest = common.checked(records, dim)
             if isinstance(latest, Err):
                 return latest
@@ -289,7 +270,7 @@ class QdrantStore:
 
         return self._ready("upsert into", body)
 
-    async def _delete(self, client: _Client, flt: Any) -> int:
+    async def _delete(self, client: ClientCalls, flt: Any) -> int:
         found = await client.call("count", collection_name=self._name, count_filter=flt, exact=True)
         if found.count:
             await client.call(
@@ -300,7 +281,7 @@ class QdrantStore:
     def delete_stale(self, source_id: str, keep_ids: Sequence[str]) -> AsyncPlan[int]:
         """Delete the rows of ``source_id`` whose id is not in ``keep_ids``; returns how many."""
 
-        async def body(client: _Client, _dim: int) -> Result[int, ErrInfo]:
+        async def body(client: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             flt = self._models.Filter(must=[self._match("source_id", source_id)], must_not=self._without(keep_ids))
             return Ok(await self._delete(client, flt))
 
@@ -311,7 +292,7 @@ class QdrantStore:
         if not source_ids:
             return async_pure(0)
 
-        async def body(client: _Client, _dim: int) -> Result[int, ErrInfo]:
+        async def body(client: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             flt = self._models.Filter(
                 must=[self._match("origin", origin), self._match_any("source_id", list(dict.fromkeys(source_ids)))],
                 must_not=self._without(keep_ids),
@@ -323,7 +304,7 @@ class QdrantStore:
     def source_ids(self, origin: str) -> AsyncPlan[list[str]]:
         """The distinct source ids of the rows of ``origin``, sorted."""
 
-        async def body(client: _Client, _dim: int) -> Result[list[str], ErrInfo]:
+        async def body(client: ClientCalls, _dim: int) -> Result[list[str], ErrInfo]:
             flt = self._models.Filter(must=[self._match("origin", origin)])
             seen: set[str] = set()
             offset = None
@@ -348,7 +329,7 @@ class QdrantStore:
         if not wanted:
             return async_pure(set())
 
-        async def body(client: _Client, _dim: int) -> Result[set[str], ErrInfo]:
+        async def body(client: ClientCalls, _dim: int) -> Result[set[str], ErrInfo]:
             found = await client.call(
                 "retrieve", collection_name=self._name, ids=list(wanted), with_payload=False, with_vectors=False
             )
@@ -382,7 +363,7 @@ class QdrantStore:
             return async_fail(wanted.error)
         values = [float(x) for x in vector]
 
-        async def body(client: _Client, dim: int) -> Result[list[QueryHit], ErrInfo]:
+        async def body(client: ClientCalls, dim: int) -> Result[list[QueryHit], ErrInfo]:
             wrong = common.check_query(values, dim)
             if wrong is not None:
                 return Err(wrong)
@@ -403,7 +384,7 @@ class QdrantStore:
     def count(self) -> AsyncPlan[int]:
         """The number of points in the collection."""
 
-        async def body(client: _Client, _dim: int) -> Result[int, ErrInfo]:
+        async def body(client: ClientCalls, _dim: int) -> Result[int, ErrInfo]:
             found = await client.call("count", collection_name=self._name, exact=True)
             return Ok(int(found.count))
 

@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +33,12 @@ from funcpipe.adapters.lancedb import LanceDBStore
 from funcpipe.adapters.memory import MemoryStore
 from funcpipe.adapters.pgvector import PgvectorStore
 from funcpipe.adapters.qdrant import QdrantStore
-from funcpipe.core import Err, ErrCode, Ok, Result
-from funcpipe.ports import Fingerprint, QueryHit, RetrievalMode, VectorRecord, VectorStorePort
+from funcpipe.core import Err, ErrCode, Ok
+from funcpipe.ports import Fingerprint, QueryHit, RetrievalMode, VectorStorePort
 from funcpipe.run.resources import RunResources
+from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec
 from tests.pg import resources_for, unique_name
 
-FP = Fingerprint("hashing", "v1-c3-5-w2", 3)
 OTHER_FP = Fingerprint("openai", "text-embedding-3-small", 3)
 
 KINDS = ("memory", "pgvector", "qdrant", "chroma", "chroma-server", "lancedb")
@@ -54,8 +54,6 @@ MODES: dict[str, frozenset[RetrievalMode]] = {
     "lancedb": frozenset({"vector", "keyword", "hybrid"}),
 }
 """The retrieval modes each store ranks by; the others fail as SERVICE_SPECIFIC (docs/providers.md)."""
-
-StoreFactory = Callable[[], VectorStorePort]
 
 
 class ChromaServer:
@@ -142,29 +140,6 @@ async def new_store(request: pytest.FixtureRequest, stores: Stores) -> AsyncIter
     kind: str = request.param
     async with stores.resources(kind) as resources:
         yield lambda: stores.make(kind, resources)
-
-
-async def ready(new_store: StoreFactory, fingerprint: Fingerprint = FP) -> VectorStorePort:
-    store = new_store()
-    assert await store.ensure(fingerprint)() == Ok(None)
-    return store
-
-
-def rec(
-    rid: str, vec: Sequence[float], source: str = "s1", text: str | None = None, origin: str = "p/load", **meta: object
-) -> VectorRecord:
-    return VectorRecord(rid, source, text if text is not None else f"text of {rid}", list(vec), meta, origin)
-
-
-def ok(res: Result[object, object]) -> object:
-    assert isinstance(res, Ok), res
-    return res.value
-
-
-async def hits(store: VectorStorePort, vec: Sequence[float], k: int = 10, **flt: object) -> list[QueryHit]:
-    value = ok(await store.query(list(vec), k, flt or None)())
-    assert isinstance(value, list)
-    return value
 
 
 # -- ensure and the fingerprint --------------------------------------------------------------

@@ -8,7 +8,6 @@ gets a fresh table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,11 @@ from hypothesis import strategies as st
 from funcpipe.adapters.config import PgvectorConfig
 from funcpipe.adapters.memory import MemoryStore
 from funcpipe.adapters.pgvector import PgvectorStore
-from funcpipe.core import Ok, Result
-from funcpipe.ports import Fingerprint, QueryHit, VectorRecord, VectorStorePort
+from funcpipe.core import Ok
+from funcpipe.ports import QueryHit
 from funcpipe.run.resources import RunResources
+from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec
 from tests.pg import resources_for, unique_name
-
-FP = Fingerprint("hashing", "v1-c3-5-w2", 3)
-
-StoreFactory = Callable[[], VectorStorePort]
 
 
 @pytest.fixture(params=["memory", "pgvector"])
@@ -34,29 +30,6 @@ def new_store(request: pytest.FixtureRequest, pg_resources: RunResources) -> Sto
     if request.param == "memory":
         return MemoryStore
     return lambda: PgvectorStore(PgvectorConfig(table=unique_name(), exact=True), pg_resources)
-
-
-async def ready(new_store: StoreFactory, fingerprint: Fingerprint = FP) -> VectorStorePort:
-    store = new_store()
-    assert await store.ensure(fingerprint)() == Ok(None)
-    return store
-
-
-def rec(
-    rid: str, vec: Sequence[float], source: str = "s1", text: str | None = None, origin: str = "p/load", **meta: object
-) -> VectorRecord:
-    return VectorRecord(rid, source, text if text is not None else f"text of {rid}", list(vec), meta, origin)
-
-
-def ok(res: Result[object, object]) -> object:
-    assert isinstance(res, Ok), res
-    return res.value
-
-
-async def hits(store: VectorStorePort, vec: Sequence[float], k: int = 10, **flt: object) -> list[QueryHit]:
-    value = ok(await store.query(list(vec), k, flt or None)())
-    assert isinstance(value, list)
-    return value
 
 
 async def test_query_filter_contains_nested_values(new_store: StoreFactory) -> None:
