@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from funcpipe.core import AsyncGen, ErrInfo, Item, Ok, Result
 from funcpipe.errors import RunError
 from funcpipe.run.scaleout._boards import PolicyBoard, ProgressBoard, StageCounters
 from funcpipe.run.scaleout._ray import awaitable, cluster_cpus, import_ray, make_actor, start_ray, stop_ray
-from funcpipe.run.scaleout._worker import REPORT_EVERY, ShardJob, ShardResult, counters_of, run_shard
+from funcpipe.run.scaleout._worker import REPORT_EVERY, SHARDS_DIR, ShardJob, ShardResult, counters_of, run_shard
 from funcpipe.stages.base import StageContext
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ async def drive_shards(runner: Runner, contexts: Mapping[str, StageContext]) -> 
         )
         return await _run_shards(runner, shards, own)
     finally:
+        # What killed workers left behind (the others removed their own).
+        shutil.rmtree(runner.state_dir / SHARDS_DIR, ignore_errors=True)
         if started:
             await asyncio.to_thread(stop_ray)
 

@@ -104,6 +104,10 @@ def counters_of(stats: dict[str, StageStats]) -> dict[str, StageCounters]:
     }
 
 
+SHARDS_DIR = "shards"
+"""The directory, in the run's state directory, of the workers' scratch files."""
+
+
 def run_shard(job: ShardJob) -> ShardResult:
     """Run one shard to the end (the body of the Ray task)."""
     import ray
@@ -111,7 +115,11 @@ def run_shard(job: ShardJob) -> ShardResult:
     began = time.time()
     attempt, finished = ray.get(job.progress.begin.remote(job.shard))
     todo = frozenset(job.source_ids) - frozenset(finished)
-    scratch = Path(tempfile.mkdtemp(prefix=f"funcpipe-shard{job.shard}-"))
+    # Under the run's state directory, not the system's temporary one: a worker killed
+    # mid-run cannot remove its scratch, and the driver removes them all at the end.
+    shards_dir = job.state_dir / SHARDS_DIR
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"shard{job.shard}-", dir=shards_dir))
     try:
         dead_path = scratch / "dead.jsonl"
         notices: list[str] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -245,6 +246,7 @@ def _kill_a_worker_when(server: TimedServer, seen: int, killed: list[int]) -> th
 def test_a_killed_worker_is_replaced_and_the_run_still_adds_up(
     single: Ran, server: TimedServer, tmp_path: Path
 ) -> None:
+    scratch_before = set(Path(tempfile.gettempdir()).glob("funcpipe-shard*"))
     killed: list[int] = []
     watcher = _kill_a_worker_when(server, DOCS // 3, killed)
     ran = run(server, tmp_path, executor="ray", workers=2)
@@ -254,6 +256,9 @@ def test_a_killed_worker_is_replaced_and_the_run_still_adds_up(
     assert ran.rows == single.rows
     assert ran.statuses.get(429, 0) == 0
     assert sorted(s["attempts"] for s in ran.report.executor["shards"]) == [1, 2]
+    # The killed worker's scratch files are gone with the run, not left behind anywhere.
+    assert not (tmp_path / ".funcpipe" / "shards").exists()
+    assert set(Path(tempfile.gettempdir()).glob("funcpipe-shard*")) <= scratch_before
 
 
 def test_dead_letters_are_gathered_in_one_file_and_sync_deletes_once(
