@@ -38,3 +38,20 @@ async def hits(store: VectorStorePort, vec: Sequence[float], k: int = 10, **flt:
     value = ok(await store.query(list(vec), k, flt or None)())
     assert isinstance(value, list)
     return value
+
+
+def tie_groups(result: list[QueryHit], k: int) -> list[tuple[float, frozenset[str]]]:
+    """Hits grouped by score, since float32 rounding may order near-ties either way.
+
+    When the result is cut at ``k``, its last group may hold either members
+    of a tie, so only the complete groups are compared.
+    """
+    groups: list[tuple[float, set[str]]] = []
+    for h in result:
+        if groups and abs(groups[-1][0] - h.score) < 1e-5:
+            groups[-1][1].add(h.id)
+        else:
+            groups.append((h.score, {h.id}))
+    if len(result) == k:
+        groups = groups[:-1]
+    return [(round(score, 4), frozenset(ids)) for score, ids in groups]

@@ -34,9 +34,9 @@ from funcpipe.adapters.memory import MemoryStore
 from funcpipe.adapters.pgvector import PgvectorStore
 from funcpipe.adapters.qdrant import QdrantStore
 from funcpipe.core import Err, ErrCode, Ok
-from funcpipe.ports import Fingerprint, QueryHit, RetrievalMode, VectorStorePort
+from funcpipe.ports import Fingerprint, RetrievalMode, VectorStorePort
 from funcpipe.run.resources import RunResources
-from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec
+from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec, tie_groups
 from tests.pg import resources_for, unique_name
 
 OTHER_FP = Fingerprint("openai", "text-embedding-3-small", 3)
@@ -496,23 +496,6 @@ RECORDS = st.lists(
 )
 
 
-def _tie_groups(result: list[QueryHit], k: int) -> list[tuple[float, frozenset[str]]]:
-    """Hits grouped by score, since float32 rounding may order near-ties either way.
-
-    When the result is cut at ``k``, its last group may hold either members
-    of a tie, so only the complete groups are compared.
-    """
-    groups: list[tuple[float, set[str]]] = []
-    for h in result:
-        if groups and abs(groups[-1][0] - h.score) < 1e-5:
-            groups[-1][1].add(h.id)
-        else:
-            groups.append((h.score, {h.id}))
-    if len(result) == k:
-        groups = groups[:-1]
-    return [(round(score, 4), frozenset(ids)) for score, ids in groups]
-
-
 @pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("memory", "pgvector")])
 @settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=RECORDS, query=NONZERO, k=st.integers(1, 6), lang=st.sampled_from([None, "en"]))
@@ -537,7 +520,7 @@ async def test_every_store_answers_as_memory_does(
             flt = {"lang": lang} if lang else {}
             found = await hits(store, query, k, **flt)
             assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
-            answers.append((written, again, deleted, pruned, sources, _tie_groups(found, k)))
+            answers.append((written, again, deleted, pruned, sources, tie_groups(found, k)))
         assert answers[0] == answers[1]
 
 

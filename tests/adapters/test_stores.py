@@ -18,9 +18,8 @@ from funcpipe.adapters.config import PgvectorConfig
 from funcpipe.adapters.memory import MemoryStore
 from funcpipe.adapters.pgvector import PgvectorStore
 from funcpipe.core import Ok
-from funcpipe.ports import QueryHit
 from funcpipe.run.resources import RunResources
-from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec
+from tests.adapters._stores import FP, StoreFactory, hits, ok, ready, rec, tie_groups
 from tests.pg import resources_for, unique_name
 
 
@@ -54,23 +53,6 @@ RECORDS = st.lists(
 )
 
 
-def _tie_groups(result: list[QueryHit], k: int) -> list[tuple[float, frozenset[str]]]:
-    """Hits grouped by score, since float32 rounding may order near-ties either way.
-
-    When the result is cut at ``k``, its last group may hold either members
-    of a tie, so only the complete groups are compared.
-    """
-    groups: list[tuple[float, set[str]]] = []
-    for h in result:
-        if groups and abs(groups[-1][0] - h.score) < 1e-5:
-            groups[-1][1].add(h.id)
-        else:
-            groups.append((h.score, {h.id}))
-    if len(result) == k:
-        groups = groups[:-1]
-    return [(round(score, 4), frozenset(ids)) for score, ids in groups]
-
-
 @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=RECORDS, query=VECTORS, k=st.integers(1, 6), lang=st.sampled_from([None, "en"]))
 async def test_memory_and_pgvector_answer_alike(
@@ -86,5 +68,5 @@ async def test_memory_and_pgvector_answer_alike(
             pruned = ok(await store.prune("p/load", ["s1"], ["c", "d"])())
             sources = ok(await store.source_ids("p/load")())
             flt = {"lang": lang} if lang else {}
-            answers.append((written, deleted, pruned, sources, _tie_groups(await hits(store, query, k, **flt), k)))
+            answers.append((written, deleted, pruned, sources, tie_groups(await hits(store, query, k, **flt), k)))
         assert answers[0] == answers[1]
