@@ -21,16 +21,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from funcpipe._api import (
-        Display,
-        Estimate,
-        Pipeline,
-        RunSession,
-        RunSettings,
-        StageInfo,
-        check,
-        load,
-    )
+    from funcpipe._api import Estimate, Pipeline, check, load
+    from funcpipe._session import Display, RunSession, RunSettings, StageInfo
     from funcpipe.core import ErrCode, ErrInfo, Item
     from funcpipe.errors import FuncpipeError, RunError, SpecError, SpecErrors
     from funcpipe.pipetest import run_tests
@@ -48,7 +40,7 @@ __version__ = "0.1.0"
 
 _HOMES = {
     "Answer": "funcpipe.run.query",
-    "Display": "funcpipe._api",
+    "Display": "funcpipe._session",
     "ErrCode": "funcpipe.core",
     "ErrInfo": "funcpipe.core",
     "Estimate": "funcpipe._api",
@@ -61,13 +53,13 @@ _HOMES = {
     "QueryHit": "funcpipe.ports",
     "RunError": "funcpipe.errors",
     "RunReport": "funcpipe.run.report",
-    "RunSession": "funcpipe._api",
-    "RunSettings": "funcpipe._api",
+    "RunSession": "funcpipe._session",
+    "RunSettings": "funcpipe._session",
     "SpecCheck": "funcpipe.spec",
     "SpecError": "funcpipe.errors",
     "SpecErrors": "funcpipe.errors",
     "StageEstimate": "funcpipe.run.estimate",
-    "StageInfo": "funcpipe._api",
+    "StageInfo": "funcpipe._session",
     "StageReport": "funcpipe.run.report",
     "StageStats": "funcpipe.run.accounting",
     "TestResults": "funcpipe.pipetest.results",

@@ -16,7 +16,7 @@ The top-level modules have no folder of their own:
   (``funcpipe test`` runs pipelines on its virtual loop).
 
 ``funcpipe.__main__`` is the CLI's (``python -m funcpipe`` runs it); the
-root's private modules (``funcpipe._api``) are the root's.
+root's private modules (``funcpipe._api``, ``funcpipe._session``) are the root's.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "root": {"run", "render", "testing", "pipetest"},
 }
 
-TOP_LEVEL = {"errors": "floor", "_redact": "floor", "__main__": "cli", "_api": "root"}
+TOP_LEVEL = {"errors": "floor", "_redact": "floor", "__main__": "cli", "_api": "root", "_session": "root"}
 """The layer of each top-level module (the others are packages, named by their folder)."""
 
 NO_SERVICE_LIBRARIES = ("core", "policy", "ports", "stages")
