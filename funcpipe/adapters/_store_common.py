@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from funcpipe._redact import redact, redact_dsn
+from funcpipe.adapters.resources import Resources
 from funcpipe.core import AsyncPlan, Err, ErrCode, ErrInfo, Ok, Result
 from funcpipe.errors import RunError
 from funcpipe.ports import Embedding, Fingerprint, QueryHit, RetrievalMode, VectorRecord
@@ -72,6 +73,15 @@ class ClientCalls:
                 return fn(**kwargs)
 
         return await asyncio.to_thread(locked)
+
+
+def read_key(resources: Resources, env: str | None, seen: list[str]) -> str | None:
+    """The key the variable ``env`` names, read now and added to ``seen`` so that no error shows it."""
+    if env is None:
+        return None
+    value = resources.secret(env).get_secret_value()
+    seen.append(value)
+    return value
 
 
 def import_client(module: str, extra: str, store: str) -> ModuleType:

@@ -74,14 +74,6 @@ class ChromaStore:
 
     # -- plumbing --
 
-    def _key(self, env: str | None) -> str | None:
-        """The key ``env`` names, read now and remembered so that no error shows it."""
-        if env is None:
-            return None
-        value = self._resources.secret(env).get_secret_value()
-        self._secrets.append(value)
-        return value
-
     async def _open(self) -> tuple[Any, threading.Lock | None]:
         async with self._client_lock:
             if self._client is None:
@@ -93,7 +85,7 @@ class ChromaStore:
         if self._config.url is not None:
             parts = urlsplit(self._config.url)
             key = self._config.api_key_env
-            headers = {"x-chroma-token": self._key(key)} if key else None
+            headers = {"x-chroma-token": common.read_key(self._resources, key, self._secrets)} if key else None
             connecting = self._chroma.AsyncHttpClient(
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or (443 if parts.scheme == "https" else 8000),

@@ -82,21 +82,13 @@ class LanceDBStore:
 
     # -- plumbing --
 
-    def _key(self, env: str | None) -> str | None:
-        """The key ``env`` names, read now and remembered so that no error shows it."""
-        if env is None:
-            return None
-        value = self._resources.secret(env).get_secret_value()
-        self._secrets.append(value)
-        return value
-
     async def _connect(self) -> Any:
         if self._db is None:
             key = self._config.api_key_env
             kwargs: dict[str, Any] = {}
             if self._uri.startswith("db://"):
                 kwargs = {
-                    "api_key": self._key(key),
+                    "api_key": common.read_key(self._resources, key, self._secrets),
                     "region": self._config.region or "us-east-1",
                     "host_override": self._config.host_override,
                     "client_config": {

@@ -106,14 +106,6 @@ class QdrantStore:
 
     # -- plumbing --
 
-    def _key(self, env: str | None) -> str | None:
-        """The key ``env`` names, read now and remembered so that no error shows it."""
-        if env is None:
-            return None
-        value = self._resources.secret(env).get_secret_value()
-        self._secrets.append(value)
-        return value
-
     async def _open(self) -> ClientCalls:
         async with self._opening:
             if self._client is not None:
@@ -122,7 +114,7 @@ class QdrantStore:
                 key = self._config.api_key_env
                 client = self._qdrant.AsyncQdrantClient(
                     url=self._config.url,
-                    api_key=self._key(key),
+                    api_key=common.read_key(self._resources, key, self._secrets),
                     timeout=max(1, int(self._config.request_timeout)),
                     # The check is a request of its own, and its failure a warning on stderr.
                     check_compatibility=False,
